@@ -1,0 +1,156 @@
+"""The one place that talks to PyKEEN's resolvers.
+
+PyKEEN 1.11.1 reads entry points for datasets only (group ``pykeen.datasets``), not for models or
+losses. Our dataset entry points import this package, and importing it calls :func:`install`, which
+registers :class:`~pykeen_momok.model.MoMoK` and :class:`~pykeen_momok.losses.MoMoKLoss` as soon as
+``pykeen.models`` is *completely* imported. Three situations occur, depending on which PyKEEN module
+the user imported first:
+
+1. ``pykeen.models`` is already complete: register at once.
+2. ``pykeen.models`` is not imported yet (e.g. the user imported ``pykeen.datasets`` or ``pykeen.nn``
+   first): a one-shot meta-path finder wraps the loader of ``pykeen.models`` and registers right
+   after the module body has run.
+3. ``pykeen.models`` is *being* imported: this is the usual case, because ``pykeen.models`` imports
+   ``pykeen.datasets`` (through ``pykeen.triples.leakage``) long before it creates ``model_resolver``
+   at the end of its body. No import hook can run "after" a module that is already executing, so we
+   hand the partially initialised module a one-shot stand-in for the name ``ClassResolver`` it is about
+   to call; the stand-in restores the real class, builds the resolver exactly as PyKEEN asked, and
+   adds our classes to it. ``tests/test_registration.py`` checks every import order in fresh
+   interpreters.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import logging
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+from class_resolver import ClassResolver
+
+__all__ = ["install", "register_model_and_loss", "register_datasets"]
+
+logger = logging.getLogger(__name__)
+
+_MODELS = "pykeen.models"
+_DATASETS = "pykeen.datasets"
+
+
+def register_model_and_loss(model_resolver: ClassResolver | None = None) -> None:
+    """Register MoMoK in PyKEEN's model resolver and its loss in the loss resolver (idempotent)."""
+    from pykeen.losses import loss_resolver
+
+    from .losses import MoMoKLoss
+    from .model import MoMoK
+
+    if model_resolver is None:
+        from pykeen.models import model_resolver
+    _register(model_resolver, MoMoK)
+    _register(loss_resolver, MoMoKLoss)
+
+
+def register_datasets(dataset_resolver: ClassResolver | None = None) -> None:
+    """Register the built-in datasets (needed only when the package is used without being installed)."""
+    from .datasets import builtin_datasets
+
+    if dataset_resolver is None:
+        from pykeen.datasets import dataset_resolver
+    for cls in builtin_datasets():
+        _register(dataset_resolver, cls)
+
+
+def _register(resolver: ClassResolver, cls: type) -> None:
+    key = resolver.normalize_cls(cls)
+    existing = resolver.lookup_dict.get(key)
+    if existing is cls:
+        return
+    if existing is not None and existing.__qualname__ == cls.__qualname__ and existing.__module__ == cls.__module__:
+        return  # the same class seen through a reload
+    resolver.register(cls)
+
+
+class _ResolverFactoryStandIn:
+    """Stands in for ``ClassResolver`` in a partially imported ``pykeen.models`` (see module docstring)."""
+
+    def __init__(self, namespace: dict[str, Any], original: type[ClassResolver]) -> None:
+        self._namespace = namespace
+        self._original = original
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+    def from_subclasses(self, *args: Any, **kwargs: Any) -> ClassResolver:
+        self._namespace["ClassResolver"] = self._original
+        resolver = self._original.from_subclasses(*args, **kwargs)
+        register_model_and_loss(resolver)
+        return resolver
+
+
+class _AfterImportFinder(importlib.abc.MetaPathFinder):
+    """One-shot finder that runs a callback right after a given module has been executed."""
+
+    def __init__(self, fullname: str, callback: Callable[[types.ModuleType], None]) -> None:
+        self.fullname = fullname
+        self.callback = callback
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.fullname:
+            return None
+        _remove_finder(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        callback = self.callback
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: types.ModuleType) -> None:
+                loader.exec_module(module)
+                callback(module)
+
+        spec.loader = _Loader()
+        return spec
+
+
+def _remove_finder(finder: importlib.abc.MetaPathFinder) -> None:
+    try:
+        sys.meta_path.remove(finder)
+    except ValueError:
+        pass
+
+
+def _when_complete(fullname: str, marker: str, callback: Callable[[types.ModuleType], None]) -> bool:
+    """Run ``callback(module)`` once ``fullname`` is imported and defines ``marker``.
+
+    :returns: whether the callback ran already
+    """
+    module = sys.modules.get(fullname)
+    if module is not None and hasattr(module, marker):
+        callback(module)
+        return True
+    if module is None and not any(
+        isinstance(f, _AfterImportFinder) and f.fullname == fullname for f in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _AfterImportFinder(fullname, callback))
+    return False
+
+
+def install() -> None:
+    """Make MoMoK, its loss and the datasets resolvable by name, now or as soon as PyKEEN allows."""
+    models = sys.modules.get(_MODELS)
+    if models is not None and not hasattr(models, "model_resolver"):
+        namespace = vars(models)
+        original = namespace.get("ClassResolver")
+        if original is ClassResolver:
+            namespace["ClassResolver"] = _ResolverFactoryStandIn(namespace, original)
+        else:  # an unknown PyKEEN layout: fall back to the first lookup after the import completes
+            logger.warning("pykeen_momok: could not hook pykeen.models; call pykeen_momok.install() after importing it")
+    else:
+        _when_complete(_MODELS, "model_resolver", lambda module: register_model_and_loss(module.model_resolver))
+    _when_complete(_DATASETS, "dataset_resolver", lambda module: register_datasets(module.dataset_resolver))
