@@ -1,0 +1,505 @@
+"""Download files into PyKEEN's pystow cache, verified by checksum, and extract archives safely.
+
+Every remote file is described by a :class:`RemoteFile`: where it lives, what it must hash to
+(``sha256`` and/or git ``blob`` id) and how big it is. :class:`Downloader` fetches it with
+:mod:`urllib` into a temporary file *in the destination folder*, verifies it, and only then renames
+it into place (:func:`os.replace`, atomic on one file system). A truncated or corrupted download
+raises :class:`ChecksumError` naming the URL and the expected and actual values, and leaves nothing
+in the cache. A file already in the cache is used without any network call; on use it is checked
+cheaply (size) or, with ``verify="full"``, re-hashed.
+
+Where the files come from is overridable, so that tests and air-gapped mirrors work:
+
+- ``base_url=`` (constructor argument of :class:`Downloader` and of every benchmark class), or
+- the environment variable :data:`BASE_URL_ENV` (``PYKEEN_MOMOK_BASE_URL``),
+
+both naming the root of a mirror laid out like the shared benchmark folder: ``<base>/<dataset
+folder>/<file name>``.
+
+:func:`safe_extract` unpacks ``.zip`` and ``.tar(.gz|.bz2|.xz)`` archives and refuses members with
+absolute paths, ``..`` components, links, or anything else that would land outside the target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "BASE_URL_ENV",
+    "VERIFY_ENV",
+    "RemoteFile",
+    "Downloader",
+    "DownloadError",
+    "ChecksumError",
+    "UnsafeArchiveError",
+    "ManualDownloadRequired",
+    "file_digests",
+    "git_blob_sha1",
+    "verify_file",
+    "safe_extract",
+    "dataset_cache_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the root URL of a mirror (``<root>/<dataset folder>/<file>``).
+BASE_URL_ENV = "PYKEEN_MOMOK_BASE_URL"
+#: Environment variable choosing how cached files are checked on use: ``size`` (default) or ``full``.
+VERIFY_ENV = "PYKEEN_MOMOK_VERIFY"
+
+_CHUNK = 1 << 20
+_USER_AGENT = "pykeen-momok (+https://github.com/pykeen/pykeen)"
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched; the message says which file to fetch from where and where to put it."""
+
+
+class ChecksumError(DownloadError, ValueError):
+    """A downloaded or cached file does not match its expected size / hash."""
+
+
+class ManualDownloadRequired(DownloadError):
+    """A file that cannot be fetched automatically (e.g. from Google Drive); the message says how to get it."""
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would be written outside the extraction folder (or is a link / device)."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset and how to fetch and verify it.
+
+    :param name: the path of the file inside the dataset's folder (cache or ``directory=``), with ``/``
+    :param url: the public URL it is downloaded from by default
+    :param sha256: expected SHA-256 hex digest of the (normalised) content, if known
+    :param size: expected size in bytes of the (normalised) content, if known
+    :param git_blob: expected git blob id (``sha1(b"blob <size>\\0" + content)``), if known
+    :param normalize_newlines: convert CRLF to LF after download, before verification (for sources that
+        publish the same content with Windows line ends; the checksums then describe the LF bytes)
+    :param manual: the file cannot be downloaded by a script (e.g. Google Drive); a missing file raises
+        :class:`ManualDownloadRequired` with instructions instead of trying the network
+    :param description: a human description used in error messages
+    """
+
+    name: str
+    url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    git_blob: str | None = None
+    normalize_newlines: bool = False
+    manual: bool = False
+    description: str | None = None
+
+    @property
+    def has_checksum(self) -> bool:
+        """Whether the content can be verified by a hash."""
+        return bool(self.sha256 or self.git_blob)
+
+    def expected_str(self) -> str:
+        """Describe what the file must match, for messages."""
+        parts = []
+        if self.sha256:
+            parts.append(f"sha256 {self.sha256}")
+        if self.git_blob:
+            parts.append(f"git blob {self.git_blob}")
+        if self.size is not None:
+            parts.append(f"{self.size} bytes")
+        return ", ".join(parts) if parts else "no checksum known"
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """Return the git blob id of ``data`` (what ``git hash-object`` prints)."""
+    h = hashlib.sha1(b"blob %d\0" % len(data))  # noqa: S324 -- git's id, not security
+    h.update(data)
+    return h.hexdigest()
+
+
+def file_digests(path: str | os.PathLike) -> dict[str, object]:
+    """Return ``size``, ``sha256`` and ``git_blob`` of a file, reading it once in chunks."""
+    path = pathlib.Path(path)
+    size = path.stat().st_size
+    sha256 = hashlib.sha256()
+    blob = hashlib.sha1(b"blob %d\0" % size)  # noqa: S324
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK), b""):
+            sha256.update(chunk)
+            blob.update(chunk)
+    return {"size": size, "sha256": sha256.hexdigest(), "git_blob": blob.hexdigest()}
+
+
+def verify_file(path: str | os.PathLike, spec: RemoteFile, *, full: bool = True, source: str | None = None) -> None:
+    """Check a file against ``spec``; raise :class:`ChecksumError` naming ``source``, expected and actual.
+
+    :param full: hash the content; otherwise only the size is compared (cheap check of a cached file)
+    :param source: where the bytes came from (URL or path) for the message; defaults to ``path``
+    """
+    path = pathlib.Path(path)
+    source = source or str(path)
+    size = path.stat().st_size
+    if spec.size is not None and size != spec.size:
+        raise ChecksumError(
+            f"{spec.name} from {source}: expected {spec.size} bytes but got {size} bytes "
+            f"(truncated or wrong file; expected {spec.expected_str()})"
+        )
+    if not full or not spec.has_checksum:
+        return
+    digests = file_digests(path)
+    if spec.sha256 and digests["sha256"] != spec.sha256.lower():
+        raise ChecksumError(
+            f"{spec.name} from {source}: sha256 mismatch, expected {spec.sha256} but got {digests['sha256']} "
+            f"({size} bytes; expected {spec.expected_str()})"
+        )
+    if spec.git_blob and digests["git_blob"] != spec.git_blob.lower():
+        raise ChecksumError(
+            f"{spec.name} from {source}: git blob id mismatch, expected {spec.git_blob} but got "
+            f"{digests['git_blob']} ({size} bytes; expected {spec.expected_str()})"
+        )
+
+
+def dataset_cache_folder(key: str, cache_root: str | os.PathLike | None = None) -> pathlib.Path:
+    """Return the cache folder of a dataset: ``cache_root/key`` or PyKEEN's ``pystow`` module ``pykeen/datasets/key``.
+
+    The pystow location honours ``PYKEEN_HOME`` / ``PYSTOW_HOME`` like PyKEEN's own datasets.
+    """
+    if cache_root is not None:
+        folder = pathlib.Path(cache_root).expanduser().resolve() / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    import pystow
+
+    return pystow.module("pykeen", "datasets", key).base
+
+
+def _normalize_newlines_inplace(path: pathlib.Path) -> None:
+    """Rewrite ``path`` with CRLF line ends turned into LF (streaming, chunk-boundary safe)."""
+    tmp = path.with_name(path.name + ".lf")
+    try:
+        with path.open("rb") as src, tmp.open("wb") as dst:
+            carry = b""
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                chunk = carry + chunk
+                carry = b""
+                if chunk.endswith(b"\r"):
+                    chunk, carry = chunk[:-1], b"\r"
+                dst.write(chunk.replace(b"\r\n", b"\n"))
+            dst.write(carry)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class Downloader:
+    """Fetch a dataset's files into one cache folder, verified, with a progress bar.
+
+    :param key: the cache sub-folder name (PyKEEN uses the lower-cased class name)
+    :param files: the dataset's files
+    :param base_url: root of a mirror; a file is then fetched from ``<base_url>/<mirror_folder>/<name>``
+        instead of its public URL. Defaults to the environment variable :data:`BASE_URL_ENV`.
+    :param mirror_folder: the dataset's folder name in a mirror (e.g. ``"MKG-Y"``); defaults to ``key``
+    :param cache_root: a folder to use instead of PyKEEN's pystow cache (files go to ``cache_root/key``)
+    :param verify: how a cached file is checked on use: ``"size"`` (cheap, default) or ``"full"`` (hash);
+        defaults to the environment variable :data:`VERIFY_ENV`
+    :param timeout: socket timeout in seconds for each request
+    :param progress: show a tqdm progress bar while downloading
+    """
+
+    def __init__(
+        self,
+        key: str,
+        files: Iterable[RemoteFile],
+        *,
+        base_url: str | None = None,
+        mirror_folder: str | None = None,
+        cache_root: str | os.PathLike | None = None,
+        verify: str | None = None,
+        timeout: float = 60.0,
+        progress: bool = True,
+    ) -> None:
+        self.key = key
+        self.files: dict[str, RemoteFile] = {f.name: f for f in files}
+        self.base_url = base_url if base_url is not None else (os.environ.get(BASE_URL_ENV) or None)
+        self.mirror_folder = mirror_folder or key
+        self.cache_root = cache_root
+        verify = verify or os.environ.get(VERIFY_ENV) or "size"
+        if verify not in {"size", "full"}:
+            raise ValueError(f"verify must be 'size' or 'full', not {verify!r}")
+        self.verify = verify
+        self.timeout = timeout
+        self.progress = progress
+
+    @property
+    def folder(self) -> pathlib.Path:
+        """The cache folder (created on access)."""
+        return dataset_cache_folder(self.key, self.cache_root)
+
+    def spec(self, name: str | RemoteFile) -> RemoteFile:
+        """Look up a file description by name."""
+        if isinstance(name, RemoteFile):
+            return name
+        try:
+            return self.files[name]
+        except KeyError:
+            raise KeyError(f"{self.key} has no file {name!r}; known: {sorted(self.files)}") from None
+
+    def url_for(self, name: str | RemoteFile) -> str:
+        """The URL a file is fetched from (the mirror's when ``base_url`` is set)."""
+        spec = self.spec(name)
+        if self.base_url:
+            parts = [self.mirror_folder, *spec.name.split("/")]
+            return self.base_url.rstrip("/") + "/" + "/".join(urllib.parse.quote(p) for p in parts)
+        if not spec.url:
+            raise ManualDownloadRequired(self._manual_message(spec, reason="it has no public URL"))
+        return spec.url
+
+    def path(self, name: str | RemoteFile) -> pathlib.Path:
+        """Where a file lives in the cache (it may not exist yet)."""
+        return self.folder.joinpath(*self.spec(name).name.split("/"))
+
+    def is_cached(self, name: str | RemoteFile) -> bool:
+        """Whether the file is in the cache (and passes the cheap size check)."""
+        spec = self.spec(name)
+        path = self.path(spec)
+        if not path.is_file():
+            return False
+        try:
+            verify_file(path, spec, full=False)
+        except ChecksumError:
+            return False
+        return True
+
+    def ensure(self, name: str | RemoteFile, *, force: bool = False) -> pathlib.Path:
+        """Return the cached path of a file, downloading and verifying it first if needed."""
+        spec = self.spec(name)
+        path = self.path(spec)
+        if path.is_file() and not force:
+            try:
+                verify_file(path, spec, full=self.verify == "full", source=f"the cache ({path})")
+            except ChecksumError as error:
+                raise ChecksumError(
+                    f"{error}. Delete {path} to download it again"
+                    + (f" from {self._url_or_none(spec)}" if self._url_or_none(spec) else "")
+                ) from None
+            logger.debug("using cached %s", path)
+            return path
+        if spec.manual and not self.base_url:
+            raise ManualDownloadRequired(self._manual_message(spec, reason="it cannot be downloaded by a script"))
+        url = self.url_for(spec)
+        self._download(url, spec, path)
+        return path
+
+    def ensure_all(self, names: Iterable[str] | None = None) -> dict[str, pathlib.Path]:
+        """Ensure several files (default: all non-manual ones); return name -> path."""
+        if names is None:
+            names = [n for n, s in self.files.items() if not s.manual]
+        return {name: self.ensure(name) for name in names}
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _url_or_none(self, spec: RemoteFile) -> str | None:
+        try:
+            return self.url_for(spec)
+        except DownloadError:
+            return None
+
+    def _manual_message(self, spec: RemoteFile, *, reason: str, url: str | None = None) -> str:
+        what = spec.description or spec.name
+        url = url or spec.url
+        msg = f"{what} is not available ({reason}). "
+        msg += f"Download it by hand from {url} " if url else "Obtain it by hand "
+        msg += f"and put it at {self.path(spec)}"
+        if spec.has_checksum or spec.size is not None:
+            msg += f" (expected {spec.expected_str()})"
+        msg += f", or pass the benchmark's directory= argument a folder that holds it as {spec.name}."
+        return msg
+
+    def _download(self, url: str, spec: RemoteFile, path: pathlib.Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        tmp = pathlib.Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                self._fetch(url, spec, out)
+            if spec.normalize_newlines:
+                _normalize_newlines_inplace(tmp)
+            if not spec.has_checksum:
+                logger.warning("%s: no checksum known for %s, using it unverified", self.key, url)
+            verify_file(tmp, spec, full=True, source=url)
+            os.replace(tmp, path)
+            logger.info("downloaded %s to %s", url, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _fetch(self, url: str, spec: RemoteFile, out) -> None:
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310 -- http(s) URLs only
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise DownloadError(
+                f"could not download {url}: {reason}. "
+                + self._manual_message(spec, reason="the download failed", url=url)
+            ) from error
+        with response:
+            content_type = response.headers.get("Content-Type", "")
+            if spec.manual and content_type.startswith("text/html"):
+                # e.g. Google Drive's "cannot scan this file for viruses" confirmation page
+                raise ManualDownloadRequired(self._manual_message(spec, reason=f"{url} answered with an HTML page"))
+            total = response.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else spec.size
+            try:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=f"{self.key}/{spec.name}",
+                    disable=not self.progress,
+                    leave=False,
+                )
+            except ImportError:  # pragma: no cover -- tqdm is a PyKEEN dependency
+                bar = None
+            try:
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (OSError, ValueError) as error:
+                        raise DownloadError(f"could not download {url}: connection broke ({error})") from error
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+
+
+# -- safe archive extraction ---------------------------------------------------------------------
+
+
+def _check_member_name(name: str, target: pathlib.Path) -> pathlib.Path:
+    """Return the resolved destination of an archive member or raise :class:`UnsafeArchiveError`."""
+    if not name or "\0" in name:
+        raise UnsafeArchiveError(f"archive member with an invalid name {name!r}")
+    normalized = name.replace("\\", "/")
+    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
+        raise UnsafeArchiveError(f"archive member {name!r} has an absolute path; refusing to extract it")
+    parts = [p for p in normalized.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafeArchiveError(f"archive member {name!r} contains '..'; refusing to extract outside {target}")
+    destination = target.joinpath(*parts).resolve() if parts else target
+    if destination != target and target not in destination.parents:
+        raise UnsafeArchiveError(f"archive member {name!r} would be written outside {target}")
+    return destination
+
+
+def _archive_kind(path: pathlib.Path) -> str:
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    raise ValueError(f"{path} is neither a zip nor a tar archive")
+
+
+def safe_extract(
+    archive: str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    members: Sequence[str] | None = None,
+) -> list[pathlib.Path]:
+    """Extract a zip or tar archive into ``target`` refusing anything that could escape it.
+
+    Every member is checked *before* anything is written: absolute paths, ``..`` components, symbolic
+    and hard links, device files and FIFOs raise :class:`UnsafeArchiveError` and nothing is extracted.
+
+    :param archive: the archive file (kind detected from its content)
+    :param target: the folder to extract into (created if needed)
+    :param members: extract only these member names (all when ``None``)
+    :returns: the paths of the extracted regular files
+    """
+    archive = pathlib.Path(archive)
+    target = pathlib.Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    target = target.resolve()
+    wanted = None if members is None else set(members)
+    written: list[pathlib.Path] = []
+    if _archive_kind(archive) == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            infos = [i for i in zf.infolist() if wanted is None or i.filename in wanted]
+            plan = []
+            for info in infos:
+                destination = _check_member_name(info.filename, target)
+                mode = (info.external_attr >> 16) & 0xFFFF
+                if mode and stat.S_ISLNK(mode):
+                    raise UnsafeArchiveError(f"archive member {info.filename!r} is a symbolic link; refusing to extract")
+                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    raise UnsafeArchiveError(f"archive member {info.filename!r} is not a regular file")
+                plan.append((info, destination))
+            for info, destination in plan:
+                if info.is_dir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, destination.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)
+                written.append(destination)
+    else:
+        with tarfile.open(archive) as tf:
+            infos = [m for m in tf.getmembers() if wanted is None or m.name in wanted]
+            plan = []
+            for info in infos:
+                destination = _check_member_name(info.name, target)
+                if info.issym() or info.islnk():
+                    raise UnsafeArchiveError(
+                        f"archive member {info.name!r} is a {'symbolic' if info.issym() else 'hard'} link "
+                        f"(to {info.linkname!r}); refusing to extract"
+                    )
+                if not (info.isfile() or info.isdir()):
+                    raise UnsafeArchiveError(f"archive member {info.name!r} is not a regular file or folder")
+                plan.append((info, destination))
+            for info, destination in plan:
+                if info.isdir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(info)
+                if src is None:  # pragma: no cover -- regular files always have content
+                    continue
+                with src, destination.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)
+                written.append(destination)
+    return written
+
+
+def checksum_table(lines: str) -> Mapping[str, tuple[str, str, int]]:
+    """Parse a ``CHECKSUMS.txt``-style table (``git-blob sha256 bytes path`` per line, ``#`` comments).
+
+    :returns: path -> (git blob id, sha256, size)
+    """
+    table = {}
+    for line in lines.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        blob, sha256, size, path = line.split(None, 3)
+        table[path] = (blob, sha256, int(size))
+    return table
