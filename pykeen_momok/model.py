@@ -1,0 +1,294 @@
+"""MoMoK as a PyKEEN model."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from pykeen.models import ERModel
+from pykeen.nn.init import PretrainedInitializer
+from pykeen.nn.representation import Embedding
+from pykeen.triples import KGInfo
+from torch import nn
+
+from .losses import MoMoKLoss
+from .nn.adapters import LinearAdapter, PoolingAdapter, l2_normalize_rows
+from .nn.interaction import MoMoKInteraction
+from .training import MutualInformationTerm
+
+__all__ = ["MoMoK", "RECOMMENDED_PIPELINE_KWARGS"]
+
+logger = logging.getLogger(__name__)
+
+#: What ``pipeline()`` needs besides model and dataset to train MoMoK as the paper does (PyKEEN 1.11.1's
+#: ``pipeline()`` ignores ``loss_default`` and defaults to sLCWA).
+RECOMMENDED_PIPELINE_KWARGS: Mapping[str, Any] = dict(loss="MoMoKLoss", training_loop="lcwa")
+
+_HINT = (
+    "For the paper's objective call pipeline(model='MoMoK', dataset=..., loss='MoMoKLoss', training_loop='lcwa') "
+    "(see pykeen_momok.RECOMMENDED_PIPELINE_KWARGS)."
+)
+
+
+class MoMoK(ERModel):
+    r"""Mixture of Modality Knowledge Experts (Zhang et al., ICLR 2025).
+
+    Every base modality (the learned structural embedding, plus each feature modality of a
+    :class:`~pykeen_momok.triples.MultiModalTriplesFactory`) gets K relation-guided experts and its own
+    Tucker head; a fusion layer builds joint entity and relation embeddings for a joint Tucker head.
+    Training sums one BCE per head (:class:`~pykeen_momok.losses.MoMoKLoss`) plus
+    :math:`\mu` times a CLUB bound on the mutual information between pairs of experts; ranking uses the
+    mean of the heads' sigmoid probabilities. With a plain :class:`~pykeen.triples.TriplesFactory` it is a
+    mixture-of-experts TuckER over the structure alone.
+
+    Queries are answered as tails only, so the triples factory must have inverse triples.
+
+    Example::
+
+        from pykeen.pipeline import pipeline
+
+        result = pipeline(
+            model="MoMoK",
+            dataset="SyntheticMMKG",
+            loss="MoMoKLoss",
+            training_loop="lcwa",
+            model_kwargs=dict(embedding_dim=64, relation_dim=64),
+            optimizer_kwargs=dict(lr=1e-3),
+        )
+    ---
+    citation:
+        author: Zhang
+        year: 2025
+        link: https://arxiv.org/abs/2405.16869
+        github: zjukg/MoMoK
+    """
+
+    #: Ranges for the hyperparameters the paper tunes (plus the regularisation it fixes)
+    hpo_default: ClassVar[Mapping[str, Any]] = dict(
+        embedding_dim=dict(type=int, low=100, high=300, step=50),
+        relation_dim=dict(type=int, low=128, high=256, step=64),
+        num_experts=dict(type=int, low=2, high=6),
+        mi_weight=dict(type=float, low=1e-5, high=1e-2, log=True),
+        input_dropout=dict(type=float, low=0.0, high=0.5, step=0.1),
+        core_dropout=dict(type=float, low=0.0, high=0.5, step=0.1),
+        hidden_dropout=dict(type=float, low=0.0, high=0.6, step=0.1),
+    )
+    #: Not applied by PyKEEN 1.11.1's ``pipeline()``, which ignores it; see :data:`RECOMMENDED_PIPELINE_KWARGS`
+    loss_default: ClassVar[type[MoMoKLoss]] = MoMoKLoss
+    loss_default_kwargs: ClassVar[Mapping[str, Any]] = dict(label_smoothing=0.1)
+
+    def __init__(
+        self,
+        *,
+        triples_factory: KGInfo,
+        embedding_dim: int = 256,
+        relation_dim: int = 256,
+        num_experts: int = 3,
+        mi_weight: float = 1e-4,
+        mi_estimator_lr: float = 1e-3,
+        mi_hidden_dim: int | None = None,
+        modalities: Sequence[str] | None = None,
+        adapters: Mapping[str, str] | None = None,
+        normalize_features: bool = True,
+        input_dropout: float = 0.3,
+        core_dropout: float = 0.4,
+        hidden_dropout: float = 0.5,
+        fusion_dropout: float = 0.2,
+        fusion_heads: int = 2,
+        expert_dropout: float = 0.0,
+        gating_noise: bool = True,
+        gating_noise_epsilon: float = 0.01,
+        fused: bool = True,
+        **kwargs,
+    ) -> None:
+        r"""Initialize the model.
+
+        :param triples_factory: the training factory; a :class:`~pykeen_momok.triples.MultiModalTriplesFactory`
+            contributes its modalities. Must have inverse triples.
+        :param embedding_dim: ``d``, the structural and joint dimension (reference: 256; MKG-W 200, MKG-Y 300)
+        :param relation_dim: ``d_r``, the per-modality relation dimension (reference: 256)
+        :param num_experts: ``K``, experts per modality (reference: 3)
+        :param mi_weight: :math:`\mu`, the weight of the expert mutual-information penalty (reference: 1e-4)
+        :param mi_estimator_lr: learning rate of the CLUB estimator's own Adam optimiser; the reference uses
+            the model's learning rate, so set both to the same value
+        :param mi_hidden_dim: hidden size of the CLUB estimator (``None``: its default)
+        :param modalities: which of the factory's modalities to use (``None``: all, ``[]``: structure only)
+        :param adapters: per modality, ``"linear"`` (a learned projection to ``embedding_dim``, the default
+            for user data) or a reference pooling layout (``"db15k-image"``, ``"text-12x64"``, ``"mkg-text"``,
+            ``"identity"``). Default: the layout the dataset names in ``metadata["pooling"]``, else ``"linear"``.
+        :param normalize_features: L2-normalise feature rows before the adapter (the reference does)
+        :param input_dropout: Tucker input dropout (reference 0.3)
+        :param core_dropout: per-query dropout on each relation-specific core matrix (reference 0.4)
+        :param hidden_dropout: Tucker hidden dropout (reference 0.5)
+        :param fusion_dropout: dropout on the fusion layers' inputs (reference 0.2)
+        :param fusion_heads: heads of the fusion layers (reference 2)
+        :param expert_dropout: dropout inside the whitening experts (reference 0)
+        :param gating_noise: noisy gating in training (reference: on)
+        :param gating_noise_epsilon: floor of the gating noise scale (reference 0.01)
+        :param fused: use the fused core contraction (``False``: the reference's per-query contraction; the
+            same mathematics, slower, for benchmarks)
+        :param kwargs: passed to :class:`~pykeen.models.ERModel` (``loss``, ``random_seed``, ...)
+        :raises ValueError: without inverse triples, or for unknown modality names or adapters
+        """
+        if not triples_factory.create_inverse_triples:
+            raise ValueError(
+                "MoMoK answers (?, r, t) as (t, r^-1, ?) and needs inverse triples: create the triples factory or "
+                "dataset with create_inverse_triples=True (the pykeen_momok datasets do so by default), e.g. "
+                "pipeline(..., dataset_kwargs=dict(create_inverse_triples=True))."
+            )
+        available: Mapping[str, Any] = getattr(triples_factory, "modalities", None) or {}
+        names = list(available) if modalities is None else list(modalities)
+        unknown = [name for name in names if name not in available]
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; the triples factory has {sorted(available)}")
+        pooling = dict((getattr(triples_factory, "metadata", None) or {}).get("pooling") or {})
+        adapters = dict(adapters or {})
+        extra = sorted(set(adapters) - set(names))
+        if extra:
+            raise ValueError(f"adapters given for modalities that are not used: {extra} (used: {names})")
+
+        adapter_modules: list[nn.Module] = []
+        tables: list[torch.Tensor] = []
+        for name in names:
+            features = available[name].features.float()
+            if normalize_features:
+                features = l2_normalize_rows(features)
+            choice = adapters.get(name, pooling.get(name, "linear"))
+            if choice == "linear":
+                adapter: nn.Module = LinearAdapter(features.shape[1], embedding_dim)
+            else:
+                adapter = PoolingAdapter(features.shape[1], choice)
+            adapter_modules.append(adapter)
+            tables.append(adapter.init_table(features))
+
+        num_entities = triples_factory.num_entities
+        super().__init__(
+            triples_factory=triples_factory,
+            interaction=MoMoKInteraction,
+            interaction_kwargs=dict(
+                entity_dim=embedding_dim,
+                relation_dim=relation_dim,
+                modality_dims=[adapter.out_dim for adapter in adapter_modules],
+                adapters=adapter_modules,
+                num_experts=num_experts,
+                expert_dropout=expert_dropout,
+                gating_noise=gating_noise,
+                gating_noise_epsilon=gating_noise_epsilon,
+                fusion_heads=fusion_heads,
+                fusion_dropout=fusion_dropout,
+                input_dropout=input_dropout,
+                core_dropout=core_dropout,
+                hidden_dropout=hidden_dropout,
+                fused=fused,
+            ),
+            entity_representations=[Embedding] * (1 + len(tables)),
+            entity_representations_kwargs=[
+                dict(shape=embedding_dim, initializer=nn.init.xavier_normal_),
+                *(
+                    dict(shape=table.shape[1], initializer=PretrainedInitializer(tensor=table))
+                    for table in tables
+                ),
+            ],
+            relation_representations=[Embedding] * (2 + len(tables)),
+            relation_representations_kwargs=[
+                dict(shape=1, initializer=nn.init.normal_),
+                *(dict(shape=relation_dim, initializer=nn.init.xavier_normal_) for _ in range(1 + len(tables))),
+            ],
+            skip_checks=True,
+            **kwargs,
+        )
+        self.modality_names: tuple[str, ...] = ("structure", *names)
+        self.mutual_information = MutualInformationTerm(
+            dims=self.interaction.dims, weight=mi_weight, lr=mi_estimator_lr, hidden_dim=mi_hidden_dim
+        )
+        self._candidate_cache: tuple[tuple, list[torch.Tensor]] | None = None
+        self._warned_slcwa = False
+        if not isinstance(self.loss, MoMoKLoss):
+            warnings.warn(
+                f"MoMoK is trained with {type(self.loss).__name__} on the mean of its heads' logits, not with the "
+                f"paper's per-head objective. {_HINT}",
+                stacklevel=2,
+            )
+        logger.info("MoMoK over %d entities with heads %s", num_entities, self.head_names)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The scoring heads, in the order of the per-head logits."""
+        return self.modality_names + (("joint",) if self.interaction.joint else ())
+
+    # -- the main optimiser must never update the CLUB estimator -------------------------------------------
+    def get_grad_params(self) -> Iterable[nn.Parameter]:  # noqa: D102
+        excluded = {id(p) for p in self.mutual_information.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in excluded]
+
+    def collect_regularization_term(self):  # noqa: D102
+        return super().collect_regularization_term() + self.mutual_information.collect()
+
+    def post_parameter_update(self) -> None:  # noqa: D102
+        super().post_parameter_update()
+        if self.training:
+            self.mutual_information.estimator_step(self._expert_outputs_of)
+
+    def _expert_outputs_of(self, entities: torch.Tensor) -> list[torch.Tensor]:
+        return self.interaction.expert_outputs([rep(indices=entities) for rep in self.entity_representations])
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+    def _queries(self, heads: torch.Tensor, relations: torch.Tensor) -> list[torch.Tensor]:
+        """Query vectors per head, shape ``(B, d_head)``, for head entity and relation ids ``(B,)``."""
+        unique, index = torch.unique(relations, return_inverse=True)
+        z, expert_outputs = self.interaction.queries(
+            [rep(indices=heads) for rep in self.entity_representations],
+            self.relation_representations[0](indices=relations),
+            [rep(indices=unique) for rep in self.relation_representations[1:]],
+            index,
+        )
+        if self.training and self.mutual_information.weight:
+            self.mutual_information.record(expert_outputs, heads)
+        return z
+
+    def _candidates(self, entities: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Candidate vectors per head, shape ``(N, d_head)``; all entities when ``entities`` is None.
+
+        In evaluation without gradients the all-entity candidates do not change between batches, so they
+        are computed once and reused for as long as no parameter changes (tracked by tensor versions).
+        """
+        cacheable = entities is None and not self.training and not torch.is_grad_enabled()
+        if cacheable:
+            key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+            if self._candidate_cache is not None and self._candidate_cache[0] == key:
+                return self._candidate_cache[1]
+        candidates = self.interaction.candidates([rep(indices=entities) for rep in self.entity_representations])
+        self._candidate_cache = (key, candidates) if cacheable else None
+        return candidates
+
+    def score_hrt(self, hrt_batch: torch.Tensor, *, mode=None) -> torch.Tensor:  # noqa: D102
+        if self.training and not self._warned_slcwa:
+            self._warned_slcwa = True
+            warnings.warn(
+                "MoMoK is being trained on individual triples (sLCWA with negative sampling); the paper scores "
+                f"every entity per query (1-N, training_loop='lcwa'). {_HINT}",
+                stacklevel=2,
+            )
+        z = self._queries(hrt_batch[:, 0], hrt_batch[:, 1])
+        logits = self.interaction.pair_logits(z, self._candidates(hrt_batch[:, 2]))
+        return self.interaction.combine(logits.unsqueeze(-1))
+
+    def score_t(self, hr_batch: torch.Tensor, *, slice_size=None, mode=None, tails=None) -> torch.Tensor:  # noqa: D102
+        # slice_size is accepted for API compatibility: scoring is a matrix product, with no broadcast to slice
+        z = self._queries(hr_batch[:, 0], hr_batch[:, 1])
+        if tails is None or tails.ndimension() == 1:
+            logits = self.interaction.head_logits(z, self._candidates(tails))
+        else:  # per-query candidate lists, shape (B, N)
+            logits = torch.stack(
+                [torch.einsum("bd,bnd->bn", zi, ci[tails]) for zi, ci in zip(z, self._candidates(), strict=True)]
+            )
+        return self.interaction.combine(logits)
+
+    def score_h(self, rt_batch: torch.Tensor, *, slice_size=None, mode=None, heads=None) -> torch.Tensor:  # noqa: D102
+        return self.score_h_inverse(rt_batch=rt_batch, heads=heads, slice_size=slice_size, mode=mode)
+
+    def score_r(self, ht_batch: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
+        raise NotImplementedError("MoMoK ranks entities; relation prediction (score_r) is not supported.")

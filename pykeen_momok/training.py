@@ -1,0 +1,89 @@
+"""The mutual-information term and the estimator's own optimisation step (method doc, section 5).
+
+PyKEEN's training loops know nothing of a second optimiser. MoMoK wires it in through two hooks that
+every PyKEEN loop (LCWA and sLCWA alike) already calls, so a plain ``pipeline(...)`` call trains the
+estimator with nothing for the user to remember:
+
+- ``Model.collect_regularization_term()`` after each forward pass: adds ``mu * mean_m CLUB_m``;
+- ``Model.post_parameter_update()`` right after each ``optimizer.step()``: the estimator's own Adam step
+  on expert outputs recomputed, without gradients, from the *updated* model (as the reference does).
+
+The estimator lives inside the model (so its weights are in ``state_dict`` and in PyKEEN checkpoints),
+its Adam state rides along as the module's ``extra_state``, and ``MoMoK.get_grad_params`` leaves its
+parameters out of the main optimiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .nn.club import ExpertMIRegularizer
+
+__all__ = ["MutualInformationTerm"]
+
+
+class MutualInformationTerm(nn.Module):
+    """``weight * mean_m CLUB(V_{m,i}; V_{m,j})`` plus the CLUB estimator's own optimiser."""
+
+    def __init__(self, dims: Sequence[int], weight: float, lr: float, hidden_dim: int | None = None) -> None:
+        """Initialize the term.
+
+        :param dims: the working dimension of each base modality whose experts are disentangled
+        :param weight: the weight :math:`\\mu` of the penalty in the model's loss
+        :param lr: the learning rate of the estimator's Adam optimiser (reference: the model's)
+        :param hidden_dim: the estimator's hidden size (``None``: the regularizer's default)
+        """
+        super().__init__()
+        kwargs = {} if hidden_dim is None else dict(hidden_dim=hidden_dim)
+        self.estimator = ExpertMIRegularizer(list(dims), **kwargs)
+        self.weight = weight
+        self.lr = lr
+        self.optimizer = torch.optim.Adam(self.estimator.parameters(), lr=lr)
+        self._penalties: list[torch.Tensor] = []
+        self._queries: list[torch.Tensor] = []
+
+    def record(self, expert_outputs: Sequence[torch.Tensor], query_entities: torch.Tensor) -> None:
+        """Remember one forward pass: its penalty (with gradient) and its query entities."""
+        self._penalties.append(self.estimator(list(expert_outputs)))
+        self._queries.append(query_entities.detach())
+
+    def collect(self) -> torch.Tensor | float:
+        """The weighted penalty of the passes since the last call (mean over passes)."""
+        if not self._penalties:
+            return 0.0
+        penalty = torch.stack(self._penalties).mean()
+        self._penalties.clear()
+        return self.weight * penalty
+
+    def estimator_step(self, expert_outputs_of: Callable[[torch.Tensor], Sequence[torch.Tensor]]) -> float | None:
+        """Take one estimator step on the remembered query entities, then forget them.
+
+        :param expert_outputs_of: maps entity ids ``(n,)`` to the experts' outputs per base modality
+            ``(n, K, d_m)``; called under ``torch.no_grad()``, so the model cannot receive gradients
+        :return: the estimator's loss, or ``None`` when there was nothing to learn from
+        """
+        self._penalties.clear()
+        if not self._queries:
+            return None
+        queries = torch.cat(self._queries)
+        self._queries.clear()
+        with torch.no_grad():
+            outputs = [o.detach() for o in expert_outputs_of(queries)]
+        with torch.enable_grad():
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.estimator.estimator_loss(outputs)
+            loss.backward()
+            self.optimizer.step()
+        # the main loss also leaves gradients on the estimator; they must not leak into later steps
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def get_extra_state(self) -> Any:  # noqa: D102
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def set_extra_state(self, state: Any) -> None:  # noqa: D102
+        self.optimizer.load_state_dict(state["optimizer"])
