@@ -1,0 +1,498 @@
+"""Read and validate per-entity feature files and align their rows to entity ids.
+
+A feature file holds one row per entity. Which row belongs to which entity is given either by a
+label list (one label per line, in row order; anything after a tab is ignored) or by an
+``entity2id``-style file (``label id`` per line: row ``i`` belongs to the label with id ``i``), or,
+when neither is given, rows already follow the entity ids of the graph.
+
+>>> from pykeen_momok.features import FeatureSource
+>>> source = FeatureSource("text.npy", labels="text_entities.txt", fill="mean")  # doctest: +SKIP
+>>> text = source.load(training.entity_to_id)  # doctest: +SKIP
+>>> text.features.shape, int(text.present.sum())  # doctest: +SKIP
+(torch.Size([15000, 384]), 15000)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .triples import FILLS, Fill, ModalityFeatures
+
+__all__ = [
+    "FEATURE_SUFFIXES",
+    "DataFormatError",
+    "FeatureSource",
+    "Unknown",
+    "align_features",
+    "load_feature_matrix",
+    "read_id_map",
+    "read_label_list",
+    "read_lines",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What to do with rows of a feature file whose label is not an entity of the graph.
+Unknown = Literal["error", "ignore"]
+UNKNOWN_POLICIES: tuple[str, ...] = get_args(Unknown)
+
+#: The file suffixes :func:`load_feature_matrix` reads.
+FEATURE_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".pt", ".pth", ".h5", ".hdf5")
+
+PathLike = str | pathlib.Path
+
+
+class DataFormatError(ValueError):
+    """A data file does not have the expected format; the message names the file (and line, where known)."""
+
+
+def _head(items: Sequence[Any], n: int = 5) -> str:
+    """Format the first ``n`` items for an error message."""
+    text = ", ".join(repr(x) for x in list(items[:n]))
+    if len(items) > n:
+        text += f", ... ({len(items) - n} more)"
+    return f"[{text}]"
+
+
+def _where(path: PathLike, line: int | None = None) -> str:
+    """Format a location ``'file':line`` for messages."""
+    return f"{str(path)!r}" if line is None else f"{str(path)!r}, line {line}"
+
+
+# text files ----------------------------------------------------------------------------------------
+
+
+def read_lines(path: PathLike) -> list[str]:
+    """Read a UTF-8 text file (an optional byte order mark is dropped) as a list of lines without line ends.
+
+    :raises FileNotFoundError: if the file does not exist
+    :raises DataFormatError: if the file is not valid UTF-8
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataFormatError(f"{str(path)!r} is not valid UTF-8 text: {error}") from error
+    return text.splitlines()
+
+
+def read_label_list(path: PathLike) -> list[str]:
+    """Read an entity label list: one label per line, in row order; anything after the first tab is ignored.
+
+    Trailing empty lines are ignored; an empty line inside the file, or a label listed twice, is an error.
+
+    :param path: the label file
+    :return: the labels, one per row of the matching feature file
+    :raises DataFormatError: on empty or duplicate labels, naming the file and the lines
+    """
+    lines = read_lines(path)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    labels = [line.split("\t", 1)[0] for line in lines]
+    for number, label in enumerate(labels, start=1):
+        if not label.strip():
+            raise DataFormatError(f"{_where(path, number)}: empty label (line: {lines[number - 1]!r})")
+    _raise_on_duplicates(labels, path=path, what="label")
+    return labels
+
+
+def _raise_on_duplicates(labels: Sequence[str], *, path: PathLike, what: str) -> None:
+    """Raise naming the lines (1-based, one label per line) of the first duplicate label."""
+    duplicated = pd.Index(labels).duplicated(keep=False)
+    if not duplicated.any():
+        return
+    positions = np.flatnonzero(duplicated)
+    first = labels[positions[0]]
+    lines = [int(i) + 1 for i in positions if labels[i] == first]
+    n_labels = len(set(labels[i] for i in positions))
+    raise DataFormatError(
+        f"{str(path)!r}: {what} {first!r} occurs more than once (lines {lines}); "
+        f"{n_labels} {what}s are duplicated in total"
+    )
+
+
+def read_id_map(path: PathLike) -> dict[str, int]:
+    """Read an ``entity2id``/``relation2id`` file: ``label id`` or ``label<TAB>id`` per line.
+
+    Labels may contain spaces: each line is split at its *last* run of whitespace. The ids must be a
+    permutation of ``0 .. n-1``. An OpenKE-style first line holding only the number of entries is accepted
+    (and checked). Empty lines are skipped.
+
+    :param path: the id file
+    :return: the mapping from labels to ids, in file order
+    :raises DataFormatError: naming the file and line number, and showing the line, for a line without an
+        id, a non-integer id, an id out of range, a repeated id or a repeated label
+    """
+    lines = read_lines(path)
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    declared: tuple[int, int] | None = None
+    if numbered:
+        number, line = numbered[0]
+        head = line.split()
+        if len(head) == 1 and head[0].isdigit() and len(numbered) > 1:
+            declared = (number, int(head[0]))
+            numbered = numbered[1:]
+    labels: list[str] = []
+    ids = np.empty(len(numbered), dtype=np.int64)
+    for i, (number, line) in enumerate(numbered):
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise DataFormatError(f"{_where(path, number)}: expected 'label id', got {line!r}")
+        label, id_text = parts
+        try:
+            ids[i] = int(id_text)
+        except ValueError:
+            raise DataFormatError(
+                f"{_where(path, number)}: the id {id_text!r} is not an integer (line: {line!r})"
+            ) from None
+        labels.append(label)
+    n = len(labels)
+    if declared is not None and declared[1] != n:
+        raise DataFormatError(f"{_where(path, declared[0])}: declares {declared[1]} entries, the file has {n}")
+    out_of_range = np.flatnonzero((ids < 0) | (ids >= n))
+    if out_of_range.size:
+        number, line = numbered[out_of_range[0]]
+        raise DataFormatError(
+            f"{_where(path, number)}: id {ids[out_of_range[0]]} is out of range; the ids of the {n} entries "
+            f"must be a permutation of 0..{n - 1} (line: {line!r})"
+        )
+    for values, what in ((ids, "id"), (np.asarray(labels, dtype=object), "label")):
+        duplicated = pd.Index(values).duplicated()
+        if duplicated.any():
+            second = int(np.flatnonzero(duplicated)[0])
+            first = int(np.flatnonzero(values == values[second])[0])
+            raise DataFormatError(
+                f"{_where(path, numbered[second][0])}: {what} {values[second]!r} was already given on line "
+                f"{numbered[first][0]}; the ids must be a permutation of 0..{n - 1} "
+                f"(line: {numbered[second][1]!r})"
+            )
+    return dict(zip(labels, ids.tolist(), strict=True))
+
+
+def labels_in_id_order(entity_to_id: Mapping[str, int]) -> list[str]:
+    """Return the labels of a permutation-valued id map ordered by id."""
+    labels = np.empty(len(entity_to_id), dtype=object)
+    labels[np.fromiter(entity_to_id.values(), dtype=np.int64, count=len(entity_to_id))] = list(entity_to_id)
+    return labels.tolist()
+
+
+# feature matrices ----------------------------------------------------------------------------------
+
+
+def _pick(path: PathLike, available: Sequence[str], key: str | None, what: str) -> str:
+    """Choose the array ``key`` among ``available`` names, or the single one."""
+    if key is not None:
+        if key not in available:
+            raise DataFormatError(f"{str(path)!r} has no {what} {key!r}; available: {_head(sorted(available), 20)}")
+        return key
+    if len(available) != 1:
+        raise DataFormatError(
+            f"{str(path)!r} holds {len(available)} {what}s {_head(sorted(available), 20)}; "
+            f"pass key=... to choose one"
+        )
+    return available[0]
+
+
+def _tensor_to_numpy(x: torch.Tensor) -> np.ndarray:
+    x = x.detach().cpu()
+    if x.is_floating_point() and x.dtype not in (torch.float16, torch.float32, torch.float64):
+        x = x.to(torch.float32)  # e.g. bfloat16, which numpy does not know
+    return x.numpy()
+
+
+def _read_raw(path: pathlib.Path, key: str | None) -> Any:
+    """Read the array stored in a feature file, without validation."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            return archive[_pick(path, archive.files, key, "array")]
+    if suffix in {".pt", ".pth"}:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, Mapping):
+            names = [str(name) for name in obj]
+            obj = obj[_pick(path, names, key, "entry")]
+        elif key is not None:
+            raise DataFormatError(f"{str(path)!r} holds a {type(obj).__name__}, not a dict; it has no key {key!r}")
+        if isinstance(obj, torch.Tensor):
+            return _tensor_to_numpy(obj)
+        if isinstance(obj, np.ndarray):
+            return obj
+        raise DataFormatError(f"{str(path)!r}: expected a tensor (or a dict of tensors), got {type(obj).__name__}")
+    if suffix in {".h5", ".hdf5"}:
+        try:
+            import h5py
+        except ImportError as error:
+            raise ImportError(
+                f"reading {str(path)!r} needs h5py: pip install h5py (or pykeen-momok[h5])"
+            ) from error
+        with h5py.File(path, "r") as file:
+            names: list[str] = []
+            file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+            name = _pick(path, names, key, "dataset")
+            return file[name][()]
+    raise DataFormatError(f"{str(path)!r}: unsupported feature file suffix {suffix!r}; use one of {FEATURE_SUFFIXES}")
+
+
+def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
+    """Check that ``matrix`` is a 2-D, numeric, finite array; return it as float32.
+
+    :param matrix: the array-like
+    :param source: how to name the matrix in messages
+    :raises DataFormatError: naming ``source`` and, for non-finite values, the first bad row (0-based)
+    """
+    if isinstance(matrix, torch.Tensor):
+        matrix = _tensor_to_numpy(matrix)
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2:
+        raise DataFormatError(f"{source}: expected a 2-D matrix (rows = entities, columns = features), got shape {matrix.shape}")
+    if matrix.dtype == np.bool_ or not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(matrix.dtype, np.complexfloating):
+        raise DataFormatError(f"{source}: expected real numbers, got dtype {matrix.dtype}")
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise DataFormatError(f"{source}: the matrix is empty, shape {matrix.shape}")
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DataFormatError(
+            f"{source}: row {bad[0]} (0-based) holds NaN or inf"
+            f"{' after conversion to float32' if np.isfinite(matrix[bad[0]]).any() else ''}; "
+            f"{bad.size} rows are not finite: {_head(bad.tolist())}"
+        )
+    return matrix
+
+
+def load_feature_matrix(path: PathLike, *, key: str | None = None) -> np.ndarray:
+    """Read a feature matrix from ``.npy``, ``.npz``, ``.pt``/``.pth`` or ``.h5``/``.hdf5``.
+
+    ``.pt`` files are read with ``torch.load(..., weights_only=True)`` and may hold a tensor or a dict of
+    tensors; ``.npz`` and ``.h5`` files may hold several arrays. ``key`` chooses one; without it the file
+    must hold exactly one.
+
+    :param path: the feature file
+    :param key: the array (``.npz``), dict entry (``.pt``) or dataset (``.h5``) to read
+    :return: shape: (rows, dim), float32, finite
+    :raises FileNotFoundError: if the file does not exist
+    :raises DataFormatError: naming the file, for an unsupported suffix, a missing or ambiguous key, an array
+        that is not 2-D or not real-valued, or a row with NaN/inf (naming the first such row)
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file {str(path)!r} does not exist or is not a file")
+    try:
+        raw = _read_raw(path, key)
+    except (DataFormatError, ImportError):
+        raise
+    except Exception as error:  # numpy, torch and h5py raise many types for unreadable files
+        raise DataFormatError(f"{str(path)!r} could not be read as a {path.suffix} feature file: {error}") from error
+    return _validate_matrix(raw, source=repr(str(path)))
+
+
+# alignment -------------------------------------------------------------------------------------------
+
+
+def _num_ids(entity_to_id: Mapping[str, int]) -> int:
+    return max(entity_to_id.values()) + 1 if entity_to_id else 0
+
+
+def align_features(
+    matrix: np.ndarray | torch.Tensor,
+    row_labels: Sequence[str] | None,
+    entity_to_id: Mapping[str, int],
+    *,
+    fill: Fill = "mean",
+    unknown: Unknown = "error",
+    expected_dim: int | None = None,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    source: PathLike | None = None,
+    labels_source: PathLike | None = None,
+) -> ModalityFeatures:
+    """Put the rows of a feature matrix in entity-id order, filling entities that have no row.
+
+    :param matrix: shape: (rows, dim); the features, one row per label
+    :param row_labels: shape: (rows,); the entity label of each row; None if the rows already follow the
+        entity ids (then ``rows`` must equal the number of entities)
+    :param entity_to_id: the graph's entity labels and ids
+    :param fill: the value of absent rows: ``"mean"`` (the mean of the present rows), ``"zeros"``, or
+        ``"normal"`` (draws from a normal distribution with the per-column mean and standard deviation of
+        the present rows)
+    :param unknown: rows whose label is not an entity of the graph: ``"error"`` raises, ``"ignore"`` drops them
+    :param expected_dim: if given, the number of columns the matrix must have
+    :param generator: the random generator of the ``"normal"`` fill; if None, one seeded with ``seed``
+    :param seed: the seed of the ``"normal"`` fill when no generator is given
+    :param source: the feature file, to name it in messages
+    :param labels_source: the file the labels came from, to name it in messages
+    :return: the aligned features, shape: (num_entities, dim), with the presence mask
+    :raises DataFormatError: naming the files, for a row count that differs from the label count (or the number
+        of entities), duplicate labels, unknown labels (with ``unknown="error"``), a wrong dimension, non-finite
+        rows, or no row matching any entity
+    """
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    if unknown not in UNKNOWN_POLICIES:
+        raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
+    name = repr(str(source)) if source is not None else "the feature matrix"
+    labels_name = repr(str(labels_source)) if labels_source is not None else "the row labels"
+    matrix = _validate_matrix(matrix, source=name)
+    num_rows, dim = matrix.shape
+    if expected_dim is not None and dim != expected_dim:
+        raise DataFormatError(f"{name}: expected {expected_dim} feature columns, got {dim} (shape {matrix.shape})")
+    num_entities = _num_ids(entity_to_id)
+
+    if row_labels is None:
+        if num_rows != num_entities:
+            raise DataFormatError(
+                f"{name} has {num_rows} rows but the graph has {num_entities} entities; rows can only follow the "
+                f"entity ids if there is one per entity; otherwise give the row labels (a labels or entity2id file)"
+            )
+        rows = np.arange(num_rows)
+        ids = rows
+    else:
+        labels = np.asarray(list(row_labels), dtype=object)
+        if labels.shape[0] != num_rows:
+            raise DataFormatError(
+                f"{name} has {num_rows} rows but {labels_name} lists {labels.shape[0]} labels; "
+                f"there must be one label per row"
+            )
+        duplicated = pd.Index(labels).duplicated(keep=False)
+        if duplicated.any():
+            positions = np.flatnonzero(duplicated)
+            first = labels[positions[0]]
+            raise DataFormatError(
+                f"{labels_name} (labels of {name}) lists {first!r} more than once "
+                f"(rows {np.flatnonzero(labels == first).tolist()}, 0-based)"
+            )
+        index = pd.Index(list(entity_to_id.keys()), dtype=object)
+        id_values = np.fromiter(entity_to_id.values(), dtype=np.int64, count=len(entity_to_id))
+        positions = index.get_indexer(labels)
+        known = positions >= 0
+        if not known.all():
+            unknown_labels = labels[~known].tolist()
+            message = (
+                f"{len(unknown_labels)} of the {num_rows} rows of {name} (labels from {labels_name}) "
+                f"name entities that are not in the graph: {_head(unknown_labels)}"
+            )
+            if unknown == "error":
+                raise DataFormatError(f"{message}; pass unknown='ignore' to drop these rows")
+            logger.info(f"{message}; dropping them")
+        rows = np.flatnonzero(known)
+        ids = id_values[positions[known]]
+    if rows.size == 0:
+        raise DataFormatError(f"no row of {name} matches an entity of the graph (labels from {labels_name})")
+
+    values = torch.from_numpy(matrix if rows.size == num_rows else matrix[rows])
+    ids_t = torch.as_tensor(ids, dtype=torch.long)
+    features = torch.empty(num_entities, dim, dtype=torch.float32)
+    present = torch.zeros(num_entities, dtype=torch.bool)
+    features[ids_t] = values
+    present[ids_t] = True
+    absent = ~present
+    num_absent = int(absent.sum())
+    if num_absent:
+        if fill == "zeros":
+            features[absent] = 0.0
+        else:
+            values64 = values.to(torch.float64)
+            mean = values64.mean(dim=0)
+            if fill == "mean":
+                features[absent] = mean.to(torch.float32)
+            else:  # normal
+                std = values64.std(dim=0, unbiased=False)
+                if generator is None:
+                    generator = torch.Generator().manual_seed(seed)
+                noise = torch.randn(num_absent, dim, generator=generator, dtype=torch.float64)
+                features[absent] = (mean + noise * std).to(torch.float32)
+        logger.info(f"{name}: {num_entities - num_absent}/{num_entities} entities have features; {num_absent} filled with {fill}")
+    return ModalityFeatures(features=features, present=present, fill=fill)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSource:
+    """Where a modality's features are, how their rows map to entities, and how to fill the gaps.
+
+    Give at most one of ``labels`` (a label list in row order) and ``entity2id`` (an id file whose ids
+    are the row numbers). With neither, the rows follow the entity ids of the graph the source is
+    loaded for.
+
+    >>> FeatureSource("image.npy", labels="image_entities.txt", fill="zeros", dim=4096)  # doctest: +SKIP
+    """
+
+    #: the feature file (see :func:`load_feature_matrix`)
+    path: PathLike
+    #: a label list, one label per line, in row order
+    labels: PathLike | None = None
+    #: an ``entity2id``-style file; row ``i`` of the matrix belongs to the label with id ``i``
+    entity2id: PathLike | None = None
+    #: the array inside a ``.npz``/``.pt``/``.h5`` file holding several
+    key: str | None = None
+    #: how to fill the rows of entities without a feature, see :func:`align_features`
+    fill: Fill = "mean"
+    #: what to do with rows of labels that are no entity of the graph
+    unknown: Unknown = "error"
+    #: the expected feature dimension, checked when given
+    dim: int | None = None
+    #: the seed of the ``"normal"`` fill
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Normalize paths and check the options."""
+        object.__setattr__(self, "path", pathlib.Path(self.path))
+        for name in ("labels", "entity2id"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, pathlib.Path(value))
+        if self.labels is not None and self.entity2id is not None:
+            raise ValueError(f"FeatureSource({str(self.path)!r}): give labels or entity2id, not both")
+        if self.fill not in FILLS:
+            raise ValueError(f"FeatureSource({str(self.path)!r}): fill must be one of {FILLS}, got {self.fill!r}")
+        if self.unknown not in UNKNOWN_POLICIES:
+            raise ValueError(
+                f"FeatureSource({str(self.path)!r}): unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}"
+            )
+        if self.dim is not None and self.dim <= 0:
+            raise ValueError(f"FeatureSource({str(self.path)!r}): dim must be positive, got {self.dim}")
+
+    @property
+    def follows_entity_ids(self) -> bool:
+        """Whether the rows follow the entity ids of the graph (no labels, no entity2id)."""
+        return self.labels is None and self.entity2id is None
+
+    def read_row_labels(self) -> list[str] | None:
+        """Read the label of each row; None if the rows follow the entity ids."""
+        if self.labels is not None:
+            return read_label_list(self.labels)
+        if self.entity2id is not None:
+            return labels_in_id_order(read_id_map(self.entity2id))
+        return None
+
+    def load(self, entity_to_id: Mapping[str, int], *, generator: torch.Generator | None = None) -> ModalityFeatures:
+        """Read the file and align its rows to the given entity ids.
+
+        :param entity_to_id: the graph's entity labels and ids
+        :param generator: the random generator of the ``"normal"`` fill; if None, one seeded with :attr:`seed`
+        :return: shape: (num_entities, dim); the aligned features with their presence mask
+        """
+        return align_features(
+            load_feature_matrix(self.path, key=self.key),
+            self.read_row_labels(),
+            entity_to_id,
+            fill=self.fill,
+            unknown=self.unknown,
+            expected_dim=self.dim,
+            generator=generator,
+            seed=self.seed,
+            source=self.path,
+            labels_source=self.labels if self.labels is not None else self.entity2id,
+        )
