@@ -448,10 +448,10 @@ def safe_extract(
             plan = []
             for info in infos:
                 destination = _check_member_name(info.filename, target)
-                mode = (info.external_attr >> 16) & 0xFFFF
-                if mode and stat.S_ISLNK(mode):
+                mode = (info.external_attr >> 16) & 0xFFFF  # unix mode, when the archive was made on unix
+                if stat.S_ISLNK(mode):
                     raise UnsafeArchiveError(f"archive member {info.filename!r} is a symbolic link; refusing to extract")
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                     raise UnsafeArchiveError(f"archive member {info.filename!r} is not a regular file")
                 plan.append((info, destination))
             for info, destination in plan:
