@@ -123,3 +123,9 @@ class MoMoKLoss(BCEWithLogitsLoss):
             if neg_weights is not None:
                 weights[positive.shape[1] :] = neg_weights.reshape(-1)
         return self._multi_head(predictions, labels, label_smoothing, num_entities, weights)
+
+
+# Last line on purpose: PyKEEN may call back into the registration while this module is half imported.
+from .registration import register_if_ready  # noqa: E402
+
+register_if_ready()

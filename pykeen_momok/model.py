@@ -15,7 +15,7 @@ from pykeen.triples import KGInfo
 from torch import nn
 
 from .losses import MoMoKLoss
-from .nn.adapters import LinearAdapter, PoolingAdapter, l2_normalize_rows
+from .nn.adapters import LinearAdapter, ModalityAdapter, PoolingAdapter
 from .nn.interaction import MoMoKInteraction
 from .training import MutualInformationTerm
 
@@ -150,17 +150,15 @@ class MoMoK(ERModel):
         if extra:
             raise ValueError(f"adapters given for modalities that are not used: {extra} (used: {names})")
 
-        adapter_modules: list[nn.Module] = []
+        adapter_modules: list[ModalityAdapter] = []
         tables: list[torch.Tensor] = []
         for name in names:
             features = available[name].features.float()
-            if normalize_features:
-                features = l2_normalize_rows(features)
             choice = adapters.get(name, pooling.get(name, "linear"))
             if choice == "linear":
-                adapter: nn.Module = LinearAdapter(features.shape[1], embedding_dim)
+                adapter: ModalityAdapter = LinearAdapter(features.shape[1], embedding_dim, normalize=normalize_features)
             else:
-                adapter = PoolingAdapter(features.shape[1], choice)
+                adapter = PoolingAdapter(features.shape[1], choice, normalize=normalize_features)
             adapter_modules.append(adapter)
             tables.append(adapter.init_table(features))
 
@@ -292,3 +290,9 @@ class MoMoK(ERModel):
 
     def score_r(self, ht_batch: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError("MoMoK ranks entities; relation prediction (score_r) is not supported.")
+
+
+# Last line on purpose: PyKEEN may call back into the registration while this module is half imported.
+from .registration import register_if_ready  # noqa: E402
+
+register_if_ready()

@@ -31,16 +31,23 @@ from typing import Any
 
 from class_resolver import ClassResolver
 
-__all__ = ["install", "register_model_and_loss", "register_datasets"]
+__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets"]
 
 logger = logging.getLogger(__name__)
 
 _MODELS = "pykeen.models"
-_DATASETS = "pykeen.datasets"
 
 
 def register_model_and_loss(model_resolver: ClassResolver | None = None) -> None:
-    """Register MoMoK in PyKEEN's model resolver and its loss in the loss resolver (idempotent)."""
+    """Register MoMoK in PyKEEN's model resolver and its loss in the loss resolver (idempotent).
+
+    When our own ``model``/``losses`` module is still being imported (it imports PyKEEN, which can call
+    back here), this does nothing: that module registers itself on its last line instead.
+    """
+    for name, attribute in (("pykeen_momok.model", "MoMoK"), ("pykeen_momok.losses", "MoMoKLoss")):
+        module = sys.modules.get(name)
+        if module is not None and not hasattr(module, attribute):
+            return
     from pykeen.losses import loss_resolver
 
     from .losses import MoMoKLoss
@@ -52,8 +59,19 @@ def register_model_and_loss(model_resolver: ClassResolver | None = None) -> None
     _register(loss_resolver, MoMoKLoss)
 
 
+def register_if_ready() -> None:
+    """Register model and loss now if ``pykeen.models`` is complete (else :func:`install`'s hooks will)."""
+    models = sys.modules.get(_MODELS)
+    if models is not None and hasattr(models, "model_resolver"):
+        register_model_and_loss(models.model_resolver)
+
+
 def register_datasets(dataset_resolver: ClassResolver | None = None) -> None:
-    """Register the built-in datasets (needed only when the package is used without being installed)."""
+    """Register the built-in datasets by hand.
+
+    Installed packages need not call this: PyKEEN loads them through the ``pykeen.datasets`` entry points.
+    It is for a source checkout on ``sys.path`` that was never ``pip install``-ed.
+    """
     from .datasets import builtin_datasets
 
     if dataset_resolver is None:
@@ -142,7 +160,10 @@ def _when_complete(fullname: str, marker: str, callback: Callable[[types.ModuleT
 
 
 def install() -> None:
-    """Make MoMoK, its loss and the datasets resolvable by name, now or as soon as PyKEEN allows."""
+    """Make MoMoK and its loss resolvable by name, now or as soon as PyKEEN allows.
+
+    The datasets need nothing here: PyKEEN registers them from the ``pykeen.datasets`` entry points.
+    """
     models = sys.modules.get(_MODELS)
     if models is not None and not hasattr(models, "model_resolver"):
         namespace = vars(models)
@@ -153,4 +174,3 @@ def install() -> None:
             logger.warning("pykeen_momok: could not hook pykeen.models; call pykeen_momok.install() after importing it")
     else:
         _when_complete(_MODELS, "model_resolver", lambda module: register_model_and_loss(module.model_resolver))
-    _when_complete(_DATASETS, "dataset_resolver", lambda module: register_datasets(module.dataset_resolver))

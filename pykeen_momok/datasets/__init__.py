@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pykeen.datasets.base import Dataset
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pykeen.datasets.base import Dataset
 
 __all__ = ["builtin_datasets"]
 
