@@ -1,0 +1,477 @@
+"""The Tucker head: core contraction with a per-query dropout on the relation matrix.
+
+Reference (``layers/layer.py``, ``TuckERLayer``; order verified against it)::
+
+    x = BN0(e)                                   # (B, d)
+    x = Dropout(0.3)(x)
+    M = (r @ W.view(d_r, d * d)).view(B, d, d)  # one d x d matrix per query
+    M = Dropout(0.4)(M)                          # "core dropout": an independent mask per query
+    z = bmm(x.view(B, 1, d), M).view(B, d)
+    z = BN1(z)
+    z = Dropout(0.5)(z)
+
+The caller scores candidates as ``z @ cand.T``. ``W`` (``(d_r, d, d)``) is Xavier-uniform initialised
+(``nn.init.xavier_uniform_`` on the 3-d tensor: ``fan_in = d * d``, ``fan_out = d_r * d``).
+
+Done naively, the core dropout forces a ``(B, d, d)`` tensor (plus its dropout mask, both kept for the
+backward pass): 256 MiB each for ``B = 1024, d = 256`` in float32, per head. The fused path here
+computes exactly the same function with O(chunk) extra memory:
+
+* the relation matrices ``M_u = r_u W`` are built only for the ``U`` distinct relations of the batch
+  (ordinary autograd, ``(U, d, d)``);
+* :class:`_DistinctCoreContraction` computes ``z_b = scale * x_b (mask_b * M_{u(b)})`` in chunks of
+  queries, generating each chunk's masks from a counter-based seed (``base_seed + chunk_index``) and,
+  in the backward pass, *regenerating* them instead of saving them; it saves only ``x``, ``M_u`` and the
+  index;
+* where the relation vectors are per query (``r: (B, d_r)``, e.g. a fused relation with its own dropout),
+  :class:`_PerQueryCoreContraction` builds each chunk's ``r_c W`` on the fly, in forward and backward
+  alike, and saves only ``x``, ``r`` and ``W``.
+
+Masks. For a chunk, a torch :class:`~torch.Generator` on the tensor's device is seeded with
+``base_seed + chunk_index``; it fills ``ceil(c*d*d/4)`` int64 words with 64 uniform random bits each,
+reinterpreted as ``c*d*d`` uniform int16 values ``u``. An entry is *dropped* iff
+``u < -32768 + k`` with ``k = round(p * 65536)``, so the realised drop probability is exactly
+``p_eff = k / 65536`` (``|p_eff - p| <= 2^-17``) and kept entries are scaled by ``1 / (1 - p_eff)``
+(see :func:`core_dropout_threshold`). ``base_seed`` is drawn from the global (CPU) torch RNG in every
+training forward, so the whole computation is deterministic under :func:`torch.manual_seed`. Masks depend
+on the seed, ``d``, the chunk size (a function of ``d`` and the chunk byte budget only, not of the batch
+size or dtype) and the device type (CPU and CUDA generators differ). :func:`core_dropout_masks` rebuilds
+them. On CUDA the gradient of ``M_u`` is accumulated with ``index_add_`` (atomic adds): bitwise
+reproducible gradients there need :func:`torch.use_deterministic_algorithms`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "TuckerHead",
+    "core_dropout_threshold",
+    "core_dropout_masks",
+    "default_chunk_size",
+    "draw_core_seed",
+    "fused_core_contraction",
+    "fused_core_contraction_per_query",
+]
+
+#: number of levels of the int16 random values used for the masks
+_LEVELS = 1 << 16
+_INT16_MIN = -(1 << 15)
+
+#: default byte budget of one chunk of (c, d, d) float32 matrices, per device type
+DEFAULT_CHUNK_BYTES: dict[str, int] = {"cuda": 32 << 20, "cpu": 4 << 20}
+_FALLBACK_CHUNK_BYTES = 16 << 20
+
+
+def core_dropout_threshold(p: float) -> tuple[int, float, float]:
+    """Quantise a dropout rate to the int16 mask threshold.
+
+    :param p: the nominal drop probability, ``0 <= p <= 1``
+    :return: ``(threshold, p_eff, scale)``: an entry is dropped iff its uniform int16 value is
+        ``< threshold`` (``threshold = -32768 + round(p * 65536)``); ``p_eff`` is the exact realised drop
+        probability and ``scale = 1 / (1 - p_eff)`` (``0.0`` when everything is dropped)
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must lie in [0, 1], got {p}")
+    k = int(round(p * _LEVELS))
+    p_eff = k / _LEVELS
+    scale = 0.0 if k >= _LEVELS else _LEVELS / (_LEVELS - k)
+    return _INT16_MIN + k, p_eff, scale
+
+
+def default_chunk_size(dim: int, device: torch.device | str | None = None, chunk_bytes: int | None = None) -> int:
+    """Return the number of queries per chunk: ``max(1, chunk_bytes // (4 * dim * dim))``.
+
+    The size is counted in float32 matrices whatever the dtype, so that the masks do not depend on it.
+
+    :param dim: the entity dimension ``d``
+    :param device: the device (its type picks the default budget from :data:`DEFAULT_CHUNK_BYTES`)
+    :param chunk_bytes: an explicit byte budget, overriding the default
+    """
+    if chunk_bytes is None:
+        kind = torch.device(device).type if device is not None else "cpu"
+        chunk_bytes = DEFAULT_CHUNK_BYTES.get(kind, _FALLBACK_CHUNK_BYTES)
+    return max(1, int(chunk_bytes) // (4 * dim * dim))
+
+
+def draw_core_seed() -> int:
+    """Draw a base seed in ``[0, 2^62)`` from the global CPU torch RNG."""
+    return int(torch.randint(0, 1 << 62, (1,), dtype=torch.int64).item())
+
+
+def _chunk_drop_mask(
+    generator: torch.Generator, seed: int, chunk_index: int, count: int, dim: int, threshold: int, device: torch.device
+) -> torch.Tensor:
+    """Return the *drop* mask (True = dropped) of one chunk, shape ``(count, dim, dim)``."""
+    generator.manual_seed(seed + chunk_index)
+    n = count * dim * dim
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(1 << 63), None, generator=generator)
+    return (words.view(torch.int16)[:n] < threshold).view(count, dim, dim)
+
+
+def _chunks(num: int, chunk_size: int):
+    for index, start in enumerate(range(0, num, chunk_size)):
+        yield index, start, min(start + chunk_size, num)
+
+
+def core_dropout_masks(
+    seed: int,
+    num_queries: int,
+    dim: int,
+    p: float,
+    device: torch.device | str | None = None,
+    chunk_size: int | None = None,
+    start: int = 0,
+    count: int | None = None,
+) -> torch.Tensor:
+    """Rebuild the *keep* masks the fused contraction uses for queries ``[start, start + count)``.
+
+    :param seed: the base seed of the forward pass (e.g. :attr:`TuckerHead.last_core_seed`)
+    :param num_queries: the batch size ``B`` the masks were drawn for
+    :param dim: the entity dimension ``d``
+    :param p: the nominal dropout rate
+    :param device: the device the masks were drawn on
+    :param chunk_size: the chunk size used (default: :func:`default_chunk_size` for ``dim`` and ``device``)
+    :param start: first query
+    :param count: number of queries (default: up to ``num_queries``)
+    :return: BoolTensor ``(count, d, d)``, True where the entry is kept
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if chunk_size is None:
+        chunk_size = default_chunk_size(dim, device)
+    if count is None:
+        count = num_queries - start
+    threshold, _, _ = core_dropout_threshold(p)
+    generator = torch.Generator(device=device)
+    parts = []
+    for index, lo, hi in _chunks(num_queries, chunk_size):
+        if hi <= start or lo >= start + count:
+            continue
+        keep = ~_chunk_drop_mask(generator, seed, index, hi - lo, dim, threshold, device)
+        parts.append(keep[max(start, lo) - lo : min(start + count, hi) - lo])
+    if not parts:
+        return torch.empty(0, dim, dim, dtype=torch.bool, device=device)
+    return torch.cat(parts, dim=0)
+
+
+class _DistinctCoreContraction(torch.autograd.Function):
+    """``z_b = scale * x_b @ (mask_b * M[index_b])`` in chunks; masks regenerated in backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        x: torch.Tensor,
+        matrices: torch.Tensor,
+        index: torch.Tensor,
+        seed: int,
+        threshold: int | None,
+        scale: float,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        num, dim = x.shape
+        out = x.new_empty(num, dim)
+        generator = torch.Generator(device=x.device) if threshold is not None else None
+        for ci, lo, hi in _chunks(num, chunk_size):
+            m = matrices.index_select(0, index[lo:hi])
+            if generator is not None:
+                m.masked_fill_(_chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device), 0)
+            torch.bmm(x[lo:hi].unsqueeze(1), m, out=out[lo:hi].unsqueeze(1))
+        if scale != 1.0:
+            out.mul_(scale)
+        ctx.save_for_backward(x, matrices, index)
+        ctx.seed, ctx.threshold, ctx.scale, ctx.chunk_size = seed, threshold, scale, chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        x, matrices, index = ctx.saved_tensors
+        need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        num, dim = x.shape
+        threshold, seed = ctx.threshold, ctx.seed
+        g = grad_out.contiguous()
+        if ctx.scale != 1.0:
+            g = g * ctx.scale
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_m = torch.zeros_like(matrices) if need_m else None
+        generator = torch.Generator(device=x.device) if threshold is not None else None
+        for ci, lo, hi in _chunks(num, ctx.chunk_size):
+            idx = index[lo:hi]
+            drop = (
+                _chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
+                if generator is not None
+                else None
+            )
+            g_c = g[lo:hi]
+            if need_x:
+                m = matrices.index_select(0, idx)
+                if drop is not None:
+                    m.masked_fill_(drop, 0)
+                # grad_x_b = (mask_b * M_b) @ g_b
+                torch.bmm(m, g_c.unsqueeze(2), out=grad_x[lo:hi].unsqueeze(2))
+            if need_m:
+                outer = x[lo:hi].unsqueeze(2) * g_c.unsqueeze(1)  # (c, d, d): x_b g_b^T
+                if drop is not None:
+                    outer.masked_fill_(drop, 0)
+                grad_m.index_add_(0, idx, outer)
+        return grad_x, grad_m, None, None, None, None, None
+
+
+class _PerQueryCoreContraction(torch.autograd.Function):
+    """``z_b = scale * x_b @ (mask_b * (r_b W))`` in chunks; ``r_c W`` and masks rebuilt in backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        x: torch.Tensor,
+        r: torch.Tensor,
+        core: torch.Tensor,
+        seed: int,
+        threshold: int | None,
+        scale: float,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        num, dim = x.shape
+        flat = core.reshape(core.shape[0], dim * dim)
+        out = x.new_empty(num, dim)
+        generator = torch.Generator(device=x.device) if threshold is not None else None
+        for ci, lo, hi in _chunks(num, chunk_size):
+            m = torch.mm(r[lo:hi], flat).view(hi - lo, dim, dim)
+            if generator is not None:
+                m.masked_fill_(_chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device), 0)
+            torch.bmm(x[lo:hi].unsqueeze(1), m, out=out[lo:hi].unsqueeze(1))
+        if scale != 1.0:
+            out.mul_(scale)
+        ctx.save_for_backward(x, r, core)
+        ctx.seed, ctx.threshold, ctx.scale, ctx.chunk_size = seed, threshold, scale, chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        x, r, core = ctx.saved_tensors
+        need_x, need_r, need_w = ctx.needs_input_grad[:3]
+        num, dim = x.shape
+        flat = core.reshape(core.shape[0], dim * dim)
+        threshold, seed = ctx.threshold, ctx.seed
+        g = grad_out.contiguous()
+        if ctx.scale != 1.0:
+            g = g * ctx.scale
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_r = torch.empty_like(r) if need_r else None
+        grad_flat = torch.zeros_like(flat) if need_w else None
+        generator = torch.Generator(device=x.device) if threshold is not None else None
+        for ci, lo, hi in _chunks(num, ctx.chunk_size):
+            drop = (
+                _chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
+                if generator is not None
+                else None
+            )
+            g_c = g[lo:hi]
+            if need_x:
+                m = torch.mm(r[lo:hi], flat).view(hi - lo, dim, dim)
+                if drop is not None:
+                    m.masked_fill_(drop, 0)
+                torch.bmm(m, g_c.unsqueeze(2), out=grad_x[lo:hi].unsqueeze(2))
+            if need_r or need_w:
+                outer = x[lo:hi].unsqueeze(2) * g_c.unsqueeze(1)  # dL/dM_b (c, d, d)
+                if drop is not None:
+                    outer.masked_fill_(drop, 0)
+                outer = outer.view(hi - lo, dim * dim)
+                if need_r:
+                    torch.mm(outer, flat.t(), out=grad_r[lo:hi])
+                if need_w:
+                    grad_flat.addmm_(r[lo:hi].t(), outer)
+        grad_w = grad_flat.view_as(core) if need_w else None
+        return grad_x, grad_r, grad_w, None, None, None, None
+
+
+def _dropout_args(p: float, training: bool, seed: int | None) -> tuple[int, int | None, float]:
+    if not training or p == 0.0:
+        return 0, None, 1.0
+    threshold, _, scale = core_dropout_threshold(p)
+    if seed is None:
+        seed = draw_core_seed()
+    return seed, threshold, scale
+
+
+def fused_core_contraction(
+    x: torch.Tensor,
+    matrices: torch.Tensor,
+    index: torch.Tensor,
+    p: float = 0.0,
+    training: bool = True,
+    seed: int | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``z_b = x_b @ dropout_b(M[index_b])`` without materialising ``(B, d, d)`` or saving masks.
+
+    :param x: shape ``(B, d)``
+    :param matrices: the distinct relation matrices ``M_u``, shape ``(U, d, d)`` (differentiable)
+    :param index: shape ``(B,)`` long, values in ``[0, U)``
+    :param p: core dropout rate (applied only if ``training``)
+    :param training: whether to apply the dropout
+    :param seed: the base seed (default: drawn with :func:`draw_core_seed` when dropout is active)
+    :param chunk_size: queries per chunk (default: :func:`default_chunk_size`)
+    :return: shape ``(B, d)``
+    """
+    seed_, threshold, scale = _dropout_args(p, training, seed)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(x.shape[-1], x.device)
+    if threshold is not None and scale == 0.0:  # p = 1: everything dropped
+        return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum())
+    return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size)
+
+
+def fused_core_contraction_per_query(
+    x: torch.Tensor,
+    r: torch.Tensor,
+    core: torch.Tensor,
+    p: float = 0.0,
+    training: bool = True,
+    seed: int | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``z_b = x_b @ dropout_b((r_b W).view(d, d))`` in chunks, with per-query relation vectors.
+
+    :param x: shape ``(B, d)``
+    :param r: shape ``(B, d_r)``
+    :param core: ``W``, shape ``(d_r, d, d)``
+    :return: shape ``(B, d)``; the same masks as :func:`fused_core_contraction` for equal seed/chunking
+    """
+    seed_, threshold, scale = _dropout_args(p, training, seed)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(x.shape[-1], x.device)
+    if threshold is not None and scale == 0.0:
+        return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum())
+    return _PerQueryCoreContraction.apply(x, r, core, seed_, threshold, scale, chunk_size)
+
+
+class TuckerHead(nn.Module):
+    """One Tucker scoring head: ``BN0 -> drop -> x @ core_drop(r W) -> BN1 -> drop``.
+
+    :param entity_dim: ``d``
+    :param relation_dim: ``d_r``
+    :param input_dropout: dropout after BN0 (reference 0.3)
+    :param core_dropout: per-query dropout on the ``d x d`` relation matrix (reference 0.4)
+    :param hidden_dropout: dropout after BN1 (reference 0.5)
+    :param fused: use the memory-saving fused contraction (default); ``False``: the reference's plain
+        per-query way (``(B, d, d)`` tensor + ``nn.functional.dropout``), same maths, other random masks
+    :param chunk_bytes: byte budget of a chunk (default per device type, :data:`DEFAULT_CHUNK_BYTES`)
+    :param max_relation_matrix_bytes: with relation ids, build the distinct matrices ``(U, d, d)`` only while
+        they take at most this many bytes; above, fall back to the per-query chunked path
+    """
+
+    #: the base seed of the core dropout masks of the last fused training forward (None before)
+    last_core_seed: int | None
+
+    def __init__(
+        self,
+        entity_dim: int,
+        relation_dim: int,
+        input_dropout: float = 0.3,
+        core_dropout: float = 0.4,
+        hidden_dropout: float = 0.5,
+        fused: bool = True,
+        chunk_bytes: int | None = None,
+        max_relation_matrix_bytes: int = 256 << 20,
+    ) -> None:
+        super().__init__()
+        core_dropout_threshold(core_dropout)  # validate
+        self.entity_dim = entity_dim
+        self.relation_dim = relation_dim
+        self.core = nn.Parameter(torch.empty(relation_dim, entity_dim, entity_dim))
+        self.bn0 = nn.BatchNorm1d(entity_dim)
+        self.bn1 = nn.BatchNorm1d(entity_dim)
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.core_dropout = float(core_dropout)
+        self.hidden_dropout = nn.Dropout(hidden_dropout)
+        self.fused = fused
+        self.chunk_bytes = chunk_bytes
+        self.max_relation_matrix_bytes = max_relation_matrix_bytes
+        self.last_core_seed = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform core (as the reference), fresh BatchNorms."""
+        nn.init.xavier_uniform_(self.core)
+        self.bn0.reset_parameters()
+        self.bn1.reset_parameters()
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return (
+            f"entity_dim={self.entity_dim}, relation_dim={self.relation_dim}, "
+            f"core_dropout={self.core_dropout}, fused={self.fused}"
+        )
+
+    def chunk_size(self, device: torch.device | str) -> int:
+        """Queries per chunk on ``device`` (see :func:`default_chunk_size`)."""
+        return default_chunk_size(self.entity_dim, device, self.chunk_bytes)
+
+    def contract(
+        self,
+        x: torch.Tensor,
+        relation_ids: torch.Tensor | None = None,
+        relation_weights: torch.Tensor | None = None,
+        r: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The core contraction with core dropout only: ``z_b = x_b @ core_drop((r_b W).view(d, d))``.
+
+        :param x: shape ``(B, d)``
+        :param relation_ids: shape ``(B,)`` long, with ``relation_weights`` ``(R_all, d_r)``; or
+        :param r: per-query relation vectors ``(B, d_r)``
+        :return: shape ``(B, d)``
+        """
+        if (r is None) == (relation_ids is None or relation_weights is None):
+            raise ValueError("pass either relation_ids and relation_weights, or r")
+        d, d_r = self.entity_dim, self.relation_dim
+        p = self.core_dropout
+        active = self.training and p > 0.0
+        if not self.fused:
+            if r is None:
+                r = relation_weights.index_select(0, relation_ids)
+            m = torch.mm(r, self.core.view(d_r, d * d)).view(-1, d, d)
+            m = F.dropout(m, p=p, training=self.training)
+            return torch.bmm(x.unsqueeze(1), m).squeeze(1)
+        chunk = self.chunk_size(x.device)
+        seed = draw_core_seed() if active else None
+        if active:
+            self.last_core_seed = seed
+        if r is not None:
+            grad_needed = torch.is_grad_enabled() and (
+                r.requires_grad or x.requires_grad or self.core.requires_grad
+            )
+            if grad_needed:
+                return fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk)
+            # inference: per-query rows usually repeat (one per relation); deduplicate them
+            unique_r, index = torch.unique(r, dim=0, return_inverse=True)
+        else:
+            ids, index = torch.unique(relation_ids, return_inverse=True)
+            if ids.numel() * d * d * x.element_size() > self.max_relation_matrix_bytes:
+                r = relation_weights.index_select(0, relation_ids)
+                return fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk)
+            unique_r = relation_weights.index_select(0, ids)
+        matrices = torch.mm(unique_r, self.core.view(d_r, d * d)).view(-1, d, d)
+        return fused_core_contraction(x, matrices, index, p, self.training, seed, chunk)
+
+    def forward(
+        self,
+        e: torch.Tensor,
+        relation_ids: torch.Tensor | None = None,
+        relation_weights: torch.Tensor | None = None,
+        r: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Compute the query vectors.
+
+        :param e: the query entities' modality embeddings, shape ``(B, d)``
+        :param relation_ids: shape ``(B,)`` long, indices into ``relation_weights``
+        :param relation_weights: the relation embedding table of this head, ``(R_all, d_r)``
+        :param r: alternatively, per-query relation vectors ``(B, d_r)``
+        :return: ``z``, shape ``(B, d)``; candidate scores are ``z @ cand.T``
+        """
+        x = self.bn0(e)
+        x = self.input_dropout(x)
+        z = self.contract(x, relation_ids=relation_ids, relation_weights=relation_weights, r=r)
+        z = self.bn1(z)
+        return self.hidden_dropout(z)
