@@ -166,15 +166,14 @@ def read_id_map(path: PathLike) -> dict[str, int]:
             f"{_where(path, number)}: id {ids[out_of_range[0]]} is out of range; the ids of the {n} entries "
             f"must be a permutation of 0..{n - 1} (line: {line!r})"
         )
-    for values, what in ((ids, "id"), (np.asarray(labels, dtype=object), "label")):
+    for values, what in ((ids.tolist(), "id"), (labels, "label")):
         duplicated = pd.Index(values).duplicated()
         if duplicated.any():
             second = int(np.flatnonzero(duplicated)[0])
-            first = int(np.flatnonzero(values == values[second])[0])
+            first = values.index(values[second])
             raise DataFormatError(
                 f"{_where(path, numbered[second][0])}: {what} {values[second]!r} was already given on line "
-                f"{numbered[first][0]}; the ids must be a permutation of 0..{n - 1} "
-                f"(line: {numbered[second][1]!r})"
+                f"{numbered[first][0]}; the ids must be a permutation of 0..{n - 1} (line: {numbered[second][1]!r})"
             )
     return dict(zip(labels, ids.tolist(), strict=True))
 
@@ -222,7 +221,7 @@ def _read_raw(path: pathlib.Path, key: str | None) -> Any:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, Mapping):
             names = [str(name) for name in obj]
-            obj = obj[_pick(path, names, key, "entry")]
+            obj = obj[_pick(path, names, key, "key")]
         elif key is not None:
             raise DataFormatError(f"{str(path)!r} holds a {type(obj).__name__}, not a dict; it has no key {key!r}")
         if isinstance(obj, torch.Tensor):
@@ -261,14 +260,15 @@ def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
         raise DataFormatError(f"{source}: expected real numbers, got dtype {matrix.dtype}")
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise DataFormatError(f"{source}: the matrix is empty, shape {matrix.shape}")
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    finite_before = np.isfinite(matrix).all(axis=1)
+    with np.errstate(over="ignore"):
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
+        problem = "holds NaN or inf" if not finite_before[bad[0]] else "holds values too large for float32"
         raise DataFormatError(
-            f"{source}: row {bad[0]} (0-based) holds NaN or inf"
-            f"{' after conversion to float32' if np.isfinite(matrix[bad[0]]).any() else ''}; "
-            f"{bad.size} rows are not finite: {_head(bad.tolist())}"
+            f"{source}: row {bad[0]} (0-based) {problem}; {bad.size} rows are not finite: {_head(bad.tolist())}"
         )
     return matrix
 
