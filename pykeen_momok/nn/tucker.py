@@ -101,15 +101,18 @@ def draw_core_seed() -> int:
     return int(torch.randint(0, 1 << 62, (1,), dtype=torch.int64).item())
 
 
-def _chunk_drop_mask(
+def _chunk_keep_mask(
     generator: torch.Generator, seed: int, chunk_index: int, count: int, dim: int, threshold: int, device: torch.device
 ) -> torch.Tensor:
-    """Return the *drop* mask (True = dropped) of one chunk, shape ``(count, dim, dim)``."""
+    """Return the *keep* mask (True = kept) of one chunk, shape ``(count, dim, dim)``.
+
+    Masks are applied with ``mul_`` (several times faster than ``masked_fill_`` on CPU).
+    """
     generator.manual_seed(seed + chunk_index)
     n = count * dim * dim
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(1 << 63), None, generator=generator)
-    return (words.view(torch.int16)[:n] < threshold).view(count, dim, dim)
+    return (words.view(torch.int16)[:n] >= threshold).view(count, dim, dim)
 
 
 def _chunks(num: int, chunk_size: int):
@@ -150,7 +153,7 @@ def core_dropout_masks(
     for index, lo, hi in _chunks(num_queries, chunk_size):
         if hi <= start or lo >= start + count:
             continue
-        keep = ~_chunk_drop_mask(generator, seed, index, hi - lo, dim, threshold, device)
+        keep = _chunk_keep_mask(generator, seed, index, hi - lo, dim, threshold, device)
         parts.append(keep[max(start, lo) - lo : min(start + count, hi) - lo])
     if not parts:
         return torch.empty(0, dim, dim, dtype=torch.bool, device=device)
@@ -177,7 +180,7 @@ class _DistinctCoreContraction(torch.autograd.Function):
         for ci, lo, hi in _chunks(num, chunk_size):
             m = matrices.index_select(0, index[lo:hi])
             if generator is not None:
-                m.masked_fill_(_chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device), 0)
+                m.mul_(_chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device))
             torch.bmm(x[lo:hi].unsqueeze(1), m, out=out[lo:hi].unsqueeze(1))
         if scale != 1.0:
             out.mul_(scale)
@@ -199,22 +202,22 @@ class _DistinctCoreContraction(torch.autograd.Function):
         generator = torch.Generator(device=x.device) if threshold is not None else None
         for ci, lo, hi in _chunks(num, ctx.chunk_size):
             idx = index[lo:hi]
-            drop = (
-                _chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
+            keep = (
+                _chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
                 if generator is not None
                 else None
             )
             g_c = g[lo:hi]
             if need_x:
                 m = matrices.index_select(0, idx)
-                if drop is not None:
-                    m.masked_fill_(drop, 0)
+                if keep is not None:
+                    m.mul_(keep)
                 # grad_x_b = (mask_b * M_b) @ g_b
                 torch.bmm(m, g_c.unsqueeze(2), out=grad_x[lo:hi].unsqueeze(2))
             if need_m:
                 outer = x[lo:hi].unsqueeze(2) * g_c.unsqueeze(1)  # (c, d, d): x_b g_b^T
-                if drop is not None:
-                    outer.masked_fill_(drop, 0)
+                if keep is not None:
+                    outer.mul_(keep)
                 grad_m.index_add_(0, idx, outer)
         return grad_x, grad_m, None, None, None, None, None
 
@@ -240,7 +243,7 @@ class _PerQueryCoreContraction(torch.autograd.Function):
         for ci, lo, hi in _chunks(num, chunk_size):
             m = torch.mm(r[lo:hi], flat).view(hi - lo, dim, dim)
             if generator is not None:
-                m.masked_fill_(_chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device), 0)
+                m.mul_(_chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device))
             torch.bmm(x[lo:hi].unsqueeze(1), m, out=out[lo:hi].unsqueeze(1))
         if scale != 1.0:
             out.mul_(scale)
@@ -263,21 +266,21 @@ class _PerQueryCoreContraction(torch.autograd.Function):
         grad_flat = torch.zeros_like(flat) if need_w else None
         generator = torch.Generator(device=x.device) if threshold is not None else None
         for ci, lo, hi in _chunks(num, ctx.chunk_size):
-            drop = (
-                _chunk_drop_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
+            keep = (
+                _chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
                 if generator is not None
                 else None
             )
             g_c = g[lo:hi]
             if need_x:
                 m = torch.mm(r[lo:hi], flat).view(hi - lo, dim, dim)
-                if drop is not None:
-                    m.masked_fill_(drop, 0)
+                if keep is not None:
+                    m.mul_(keep)
                 torch.bmm(m, g_c.unsqueeze(2), out=grad_x[lo:hi].unsqueeze(2))
             if need_r or need_w:
                 outer = x[lo:hi].unsqueeze(2) * g_c.unsqueeze(1)  # dL/dM_b (c, d, d)
-                if drop is not None:
-                    outer.masked_fill_(drop, 0)
+                if keep is not None:
+                    outer.mul_(keep)
                 outer = outer.view(hi - lo, dim * dim)
                 if need_r:
                     torch.mm(outer, flat.t(), out=grad_r[lo:hi])
