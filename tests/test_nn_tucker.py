@@ -43,7 +43,7 @@ def _problem(dtype, B=13, d=5, d_r=4, R=3, seed=0):
 
 
 def _grads(out, inputs, seed=1):
-    g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(seed))
+    g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(seed)).to(out.device)
     return torch.autograd.grad((out * g).sum(), inputs, retain_graph=True)
 
 
@@ -301,3 +301,25 @@ def test_full_core_dropout_gives_zeros():
     z = fused_core_contraction_per_query(x, rel[ids], W, p=1.0, seed=1, chunk_size=4)
     assert torch.all(z == 0)
     z.sum().backward()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_oracle():
+    device = torch.device("cuda")
+    x, rel, W, ids = _problem(torch.float64, B=50, d=9)
+    x, rel, W = (t.detach().to(device).requires_grad_() for t in (x, rel, W))
+    ids = ids.to(device)
+    uniq, index = torch.unique(ids, return_inverse=True)
+    matrices = torch.mm(rel[uniq], W.view(W.shape[0], -1)).view(-1, 9, 9)
+    z = fused_core_contraction(x, matrices, index, p=0.4, seed=3, chunk_size=8)
+    masks = core_dropout_masks(3, 50, 9, 0.4, device=device, chunk_size=8)
+    assert masks.device.type == "cuda"
+    keep = masks.double().mean().item()
+    assert abs(keep - 0.6) < 0.05
+    expected = per_query_core_contraction(x, rel[ids], W, masks, core_dropout_threshold(0.4)[2])
+    torch.testing.assert_close(z, expected)
+    for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W))):
+        torch.testing.assert_close(a, b)
+    head = TuckerHead(9, W.shape[0]).to(device).train()
+    out = head(torch.randn(50, 9, device=device), ids, rel.detach().float())
+    assert out.device.type == "cuda"
