@@ -255,8 +255,11 @@ def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
         matrix = _tensor_to_numpy(matrix)
     matrix = np.asarray(matrix)
     if matrix.ndim != 2:
-        raise DataFormatError(f"{source}: expected a 2-D matrix (rows = entities, columns = features), got shape {matrix.shape}")
-    if matrix.dtype == np.bool_ or not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(matrix.dtype, np.complexfloating):
+        raise DataFormatError(
+            f"{source}: expected a 2-D matrix (rows = entities, columns = features), got shape {matrix.shape}"
+        )
+    dtype = matrix.dtype
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         raise DataFormatError(f"{source}: expected real numbers, got dtype {matrix.dtype}")
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise DataFormatError(f"{source}: the matrix is empty, shape {matrix.shape}")
@@ -414,7 +417,10 @@ def align_features(
                     generator = torch.Generator().manual_seed(seed)
                 noise = torch.randn(num_absent, dim, generator=generator, dtype=torch.float64)
                 features[absent] = (mean + noise * std).to(torch.float32)
-        logger.info(f"{name}: {num_entities - num_absent}/{num_entities} entities have features; {num_absent} filled with {fill}")
+        logger.info(
+            f"{name}: {num_entities - num_absent}/{num_entities} entities have features; "
+            f"{num_absent} filled with {fill}"
+        )
     return ModalityFeatures(features=features, present=present, fill=fill)
 
 

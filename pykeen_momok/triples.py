@@ -134,7 +134,8 @@ class ModalityFeatures:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:  # noqa: D105
-        return f"ModalityFeatures({tuple(self.features.shape)}, present={self.num_present}/{self.num_entities}, fill={self.fill!r})"
+        shape = tuple(self.features.shape)
+        return f"ModalityFeatures({shape}, present={self.num_present}/{self.num_entities}, fill={self.fill!r})"
 
 
 def _head(items: list[Any], n: int = 5) -> str:

@@ -259,7 +259,8 @@ def test_align_no_match_at_all() -> None:
 
 
 def test_align_duplicate_labels() -> None:
-    with pytest.raises(DataFormatError, match=r"'l\.txt' \(labels of 'f\.npy'\) lists 'b' more than once \(rows \[1, 2\]"):
+    pattern = r"'l\.txt' \(labels of 'f\.npy'\) lists 'b' more than once \(rows \[1, 2\]"
+    with pytest.raises(DataFormatError, match=pattern):
         align_features(np.ones((3, 2)), ["a", "b", "b"], ENTITY_TO_ID, source="f.npy", labels_source="l.txt")
 
 

@@ -166,7 +166,8 @@ def test_clone_split_restrict_merge_keep_modalities() -> None:
     assert restricted.num_triples < factory.num_triples
     _assert_same_modalities(restricted, factory)
 
-    merged = training.merge(validation.clone_and_exchange_triples(validation.mapped_triples, create_inverse_triples=True))
+    as_training = validation.clone_and_exchange_triples(validation.mapped_triples, create_inverse_triples=True)
+    merged = training.merge(as_training)
     assert isinstance(merged, MultiModalTriplesFactory)
     _assert_same_modalities(merged, factory)
 

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 #: the MMKGC benchmarks); ``"auto"``: decided per file from its first non-empty line.
 TriplesFormat = Literal["auto", "tsv", "dot"]
 _FORMATS = ("auto", "tsv", "dot")
+#: What :func:`map_triples` does with a triple naming a label that has no id.
+UnknownLabels = Literal["error", "drop"]
 
 PathLike = str | pathlib.Path
 
@@ -122,7 +124,8 @@ def map_triples(
     *,
     source: PathLike = "triples",
     line_numbers: np.ndarray | None = None,
-    unknown: Literal["error", "drop"] = "error",
+    unknown_entities: UnknownLabels = "error",
+    unknown_relations: UnknownLabels = "error",
     id_sources: tuple[PathLike | None, PathLike | None] = (None, None),
 ) -> torch.Tensor:
     """Map label triples to ids (vectorised).
@@ -131,12 +134,14 @@ def map_triples(
     :param entity_to_id: the entity ids
     :param relation_to_id: the relation ids
     :param source: the triples file, for messages
-    :param line_numbers: shape: (n,); the line of each triple in ``source``, for messages
-    :param unknown: triples with a label missing from the maps: ``"error"`` raises, ``"drop"`` drops them
-        with a warning
-    :param id_sources: the entity and relation id files (if any), for messages
+    :param line_numbers: shape: (n,); the line of each triple in ``source``, for messages; default: 1..n
+    :param unknown_entities: triples with an entity missing from ``entity_to_id``: ``"error"`` raises, ``"drop"``
+        drops them with a warning
+    :param unknown_relations: the same for relations missing from ``relation_to_id``
+    :param id_sources: the entity and relation id files (None: the ids came from the training triples), for messages
     :return: shape: (m, 3), long; the mapped triples
-    :raises DataFormatError: with ``unknown="error"``, naming the file, line and label of the first unknown label
+    :raises DataFormatError: naming the file, line, label and triple of the first unknown label whose policy is
+        ``"error"``
     """
     if line_numbers is None:
         line_numbers = np.arange(1, triples.shape[0] + 1)
@@ -146,22 +151,36 @@ def map_triples(
         values = np.fromiter(mapping.values(), dtype=np.int64, count=len(mapping))
         positions = index.get_indexer(triples[:, column])
         ids[:, column] = np.where(positions >= 0, values[positions], -1)
-    bad_rows = np.flatnonzero((ids < 0).any(axis=1))
-    if bad_rows.size:
-        first = int(bad_rows[0])
-        column = int(np.flatnonzero(ids[first] < 0)[0])
-        kind = "relation" if column == 1 else "entity"
-        id_source = id_sources[1 if column == 1 else 0]
-        known_from = f"{str(id_source)!r}" if id_source is not None else "the training triples"
-        message = (
-            f"{str(source)!r}, line {line_numbers[first]}: {kind} {triples[first, column]!r} is not in {known_from}"
-            f" (triple: {' '.join(map(str, triples[first]))!r}); {bad_rows.size} triples have unknown labels"
+    unknown = ids < 0
+    bad_entity = unknown[:, 0] | unknown[:, 2]
+    bad_relation = unknown[:, 1]
+
+    def describe(rows: np.ndarray, kind: str) -> str:
+        first = int(rows[0])
+        column = 1 if kind == "relation" else int(np.flatnonzero(unknown[first, ::2])[0]) * 2
+        id_source = id_sources[1 if kind == "relation" else 0]
+        known_from = repr(str(id_source)) if id_source is not None else "the training triples"
+        return (
+            f"{str(source)!r}, line {line_numbers[first]}: {kind} {triples[first, column]!r} is not in {known_from} "
+            f"(triple: {' '.join(map(str, triples[first]))!r}); "
+            f"unknown {kind} labels in {rows.size} of {len(triples)} triples"
         )
-        if unknown == "error":
-            raise DataFormatError(message)
-        logger.warning(f"{message}; dropping them")
-        ids = np.delete(ids, bad_rows, axis=0)
-    return torch.from_numpy(ids)
+
+    for mask, kind, policy, name in (
+        (bad_entity, "entity", unknown_entities, "unknown_entities"),
+        (bad_relation, "relation", unknown_relations, "unknown_relations"),
+    ):
+        if policy not in ("error", "drop"):
+            raise ValueError(f"{name} must be 'error' or 'drop', got {policy!r}")
+        rows = np.flatnonzero(mask)
+        if rows.size and policy == "error":
+            raise DataFormatError(describe(rows, kind))
+    for mask, kind in ((bad_entity, "entity"), (bad_relation, "relation")):
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            logger.warning(f"{describe(rows, kind)}; dropping them")
+    keep = ~(bad_entity | bad_relation)
+    return torch.from_numpy(ids if keep.all() else ids[keep])
 
 
 # the dataset -----------------------------------------------------------------------------------------
@@ -324,16 +343,15 @@ class MultiModalDataset(LazyDataset):
 
         factories: dict[str, MultiModalTriplesFactory] = {}
         for key, (path, triples, numbers) in splits.items():
-            unknown: Literal["error", "drop"] = "error"
-            if key != "training" and (self.entity2id_path is None or self.relation2id_path is None):
-                unknown = "drop"  # labels unseen in training: PyKEEN's behaviour
+            # without an id file, evaluation triples with labels unseen in training are dropped (as in PyKEEN)
             mapped = map_triples(
                 triples,
                 entity_to_id,
                 relation_to_id,
                 source=path,
                 line_numbers=numbers,
-                unknown=unknown,
+                unknown_entities="drop" if key != "training" and self.entity2id_path is None else "error",
+                unknown_relations="drop" if key != "training" and self.relation2id_path is None else "error",
                 id_sources=(self.entity2id_path, self.relation2id_path),
             )
             factories[key] = self.triples_factory_cls(
