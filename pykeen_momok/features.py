@@ -32,6 +32,7 @@ __all__ = [
     "FeatureSource",
     "Unknown",
     "align_features",
+    "labels_in_id_order",
     "load_feature_matrix",
     "read_id_map",
     "read_label_list",

@@ -254,6 +254,28 @@ def test_from_directory(kg: pathlib.Path) -> None:
         MultiModalDataset.from_directory(kg)
 
 
+def test_restrict_selects_feature_rows(kg: pathlib.Path) -> None:
+    # PyKEEN 1.11.1's Dataset.restrict fails unless each evaluation split names the largest kept entity and
+    # relation ids
+    _write(kg / "valid.txt", "a knows c .\nb likes a .\n")
+    _write(kg / "test.txt", "a likes b .\nc knows a .\nd likes e .\n")
+    dataset = MultiModalDataset.from_directory(kg)
+    restricted = dataset.restrict(entities=["a", "b", "c", "d"])
+    training = restricted.training
+    assert isinstance(training, MultiModalTriplesFactory)
+    assert set(training.entity_to_id) == {"a", "b", "c", "d"}
+    assert training.entity_to_id != {label: dataset.training.entity_to_id[label] for label in training.entity_to_id}
+    assert training.create_inverse_triples
+    image = dataset.training.modalities["image"]
+    for label, new_id in training.entity_to_id.items():
+        old_id = dataset.training.entity_to_id[label]
+        assert torch.equal(training.modalities["image"].features[new_id], image.features[old_id])
+    for factory in restricted.factory_dict.values():
+        assert isinstance(factory, MultiModalTriplesFactory)
+        assert factory.modalities is training.modalities or factory.modalities == training.modalities
+    assert dataset.restrict() is dataset
+
+
 def test_get_dataset_cache_round_trip(kg: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     class LocalMMKG(MultiModalDataset):
         """A user's dataset, registered for this test only."""

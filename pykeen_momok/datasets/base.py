@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ from ..features import (
     DataFormatError,
     FeatureSource,
     Unknown,
+    labels_in_id_order,
     read_id_map,
     read_lines,
 )
@@ -419,6 +420,37 @@ class MultiModalDataset(LazyDataset):
             if isinstance(factory, MultiModalTriplesFactory) and isinstance(training, MultiModalTriplesFactory):
                 setattr(dataset, key, factory.with_modalities(training.modalities))
         return dataset
+
+    # docstr-coverage: inherited
+    def restrict(  # noqa: D102
+        self,
+        entities: None | Collection[int] | Collection[str] = None,
+        relations: None | Collection[int] | Collection[str] = None,
+        invert_entity_selection: bool = False,
+        invert_relation_selection: bool = False,
+    ) -> Dataset:
+        # PyKEEN renumbers the kept entities and builds plain TriplesFactory objects: select the feature rows of
+        # the kept entities, in their new order, and attach them again
+        restricted = super().restrict(
+            entities=entities,
+            relations=relations,
+            invert_entity_selection=invert_entity_selection,
+            invert_relation_selection=invert_relation_selection,
+        )
+        training = self.training
+        if restricted is self or not isinstance(training, MultiModalTriplesFactory):
+            return restricted
+        new_labels = labels_in_id_order(restricted.training.entity_to_id)
+        old_ids = np.fromiter(training.entity_to_id.values(), dtype=np.int64, count=len(training.entity_to_id))[
+            pd.Index(list(training.entity_to_id), dtype=object).get_indexer(new_labels)
+        ]
+        kept = torch.from_numpy(old_ids)
+        modalities = {name: modality.select(kept) for name, modality in training.modalities.items()}
+        factories = {
+            key: self.triples_factory_cls.from_triples_factory(factory, modalities=modalities)
+            for key, factory in restricted.factory_dict.items()
+        }
+        return EagerDataset(**factories, metadata=restricted.metadata)
 
     # a folder with conventional names ----------------------------------------------------------------
 
