@@ -308,6 +308,7 @@ def test_get_dataset_cache_round_trip(kg: pathlib.Path, monkeypatch: pytest.Monk
     (cache,) = PYKEEN_DATASETS.joinpath(key, "cache").iterdir()
     stored = torch.load(cache / "testing" / MultiModalTriplesFactory.file_name_modalities, weights_only=True)
     assert stored["modalities"] == []
+    assert "momok_modalities_stored_with_training" not in (cached.metadata or {})
 
 
 def test_real_mkg_y() -> None:

@@ -413,7 +413,9 @@ class MultiModalDataset(LazyDataset):
         """Load a dataset stored by :meth:`to_directory_binary`, sharing training's modalities where they were."""
         dataset = super().from_directory_binary(path)
         assert isinstance(dataset, EagerDataset)
-        shared = (dataset.metadata or {}).get(cls._SHARED_MODALITIES_KEY, [])
+        metadata = dict(dataset.metadata or {})
+        shared = metadata.pop(cls._SHARED_MODALITIES_KEY, [])
+        dataset.metadata = metadata
         training = dataset.training
         for key in shared:
             factory = getattr(dataset, key, None)
