@@ -94,3 +94,30 @@ def test_only_given_texts_mark_the_rest_absent(minilm_dir, tmp_path):
     assert features.present.tolist() == [True, False, True]
     assert float(features.features[1].abs().sum()) == 0.0
     np.testing.assert_allclose(np.linalg.norm(features.features[[0, 2]].numpy(), axis=1), 1.0, atol=1e-5)
+
+
+def test_benchmark_encodes_entity_names_when_asked(minilm_dir, tmp_path):
+    """``text_features="encode"`` on a tiny folder in the MKG-Y layout (directory= needs no checksums)."""
+    from pykeen_momok.datasets.benchmarks import MKGY
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    entities = ["Jeremy_Irons", "AC/DC", "Libreville", "Gabon"]
+    (folder / "entity2id.txt").write_text("".join(f"{e} {i}\n" for i, e in enumerate(entities)), encoding="utf-8")
+    (folder / "relation2id.txt").write_text("likes 0\nisLocatedIn 1\n", encoding="utf-8")
+    (folder / "train.txt").write_text("Jeremy_Irons likes AC/DC .\nLibreville isLocatedIn Gabon .\n", encoding="utf-8")
+    (folder / "valid.txt").write_text("AC/DC likes Jeremy_Irons .\n", encoding="utf-8")
+    (folder / "test.txt").write_text("Gabon likes Libreville .\n", encoding="utf-8")
+    dataset = MKGY(
+        directory=folder,
+        image_features=None,
+        text_features="encode",
+        text_encoder=minilm_dir,
+        cache_root=tmp_path / "cache",
+        progress=False,
+    )
+    text = dataset.training.modalities["text"]
+    assert text.features.shape == (4, 384) and bool(text.present.all())
+    assert dataset.training.metadata["pooling"] == {"text": "mkg-text"}
+    expected = encode_texts(["Jeremy Irons", "AC/DC", "Libreville", "Gabon"], model=minilm_dir, use_cache=False, progress=False)
+    np.testing.assert_allclose(text.features.numpy(), expected, atol=1e-5)

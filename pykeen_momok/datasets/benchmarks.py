@@ -455,6 +455,11 @@ class MMKGBenchmark(MultiModalDataset):
                 texts=texts,
                 fill=self.fill,
                 progress=self.downloader.progress,
+                cache_dir=(
+                    pathlib.Path(self.downloader.cache_root) / "momok_text_features"
+                    if self.downloader.cache_root is not None
+                    else None
+                ),
             )
             return features, f"encoded:{self.text_encoder or 'default'}", reference_pooling(modality, features.dim)
         raise ValueError(f"unknown feature kind {kind!r}")  # pragma: no cover
