@@ -55,6 +55,9 @@ class MoMoKLoss(BCEWithLogitsLoss):
     name: MoMoK multi-head binary cross entropy
     """
 
+    #: replaces the synonym inherited from BCEWithLogitsLoss, which would clash in ``loss_resolver``
+    synonyms: ClassVar[set[str]] = {"MoMoK BCE"}
+
     hpo_default: ClassVar[Mapping[str, Any]] = dict(
         label_smoothing=dict(type=float, low=0.0, high=0.3, step=0.05),
     )

@@ -227,7 +227,8 @@ class MoMoK(ERModel):
 
     def post_parameter_update(self) -> None:  # noqa: D102
         super().post_parameter_update()
-        if self.training:
+        # PyKEEN also calls this from ERModel.__init__, before the estimator exists
+        if self.training and "mutual_information" in self._modules:
             self.mutual_information.estimator_step(self._expert_outputs_of)
 
     def _expert_outputs_of(self, entities: torch.Tensor) -> list[torch.Tensor]:

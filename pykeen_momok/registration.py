@@ -21,8 +21,10 @@ the user imported first:
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
+import inspect
 import logging
 import sys
 import types
@@ -31,7 +33,7 @@ from typing import Any
 
 from class_resolver import ClassResolver
 
-__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets"]
+__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets", "patch_dataset_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +161,46 @@ def _when_complete(fullname: str, marker: str, callback: Callable[[types.ModuleT
     return False
 
 
+def _inverse_triples_default(dataset_cls: type) -> bool | None:
+    parameter = inspect.signature(dataset_cls.__init__).parameters.get("create_inverse_triples")
+    if parameter is None or not isinstance(parameter.default, bool):
+        return None
+    return parameter.default
+
+
+def patch_dataset_cache(utils: types.ModuleType) -> None:
+    """Make PyKEEN's dataset cache honour a dataset class's own ``create_inverse_triples`` default.
+
+    ``get_dataset("DB15K")`` builds the dataset with its constructor's default (inverse triples on, as
+    MoMoK needs) and caches it, but PyKEEN 1.11.1 rebuilds cached datasets with
+    ``dataset_kwargs.get("create_inverse_triples", False)``: the second call would silently differ from
+    the first. This wrapper fills in the class's default when the caller gave none; classes whose default
+    is ``False`` (all of PyKEEN's own) behave exactly as before.
+    """
+    original = utils._cached_get_dataset
+    if getattr(original, "_momok_wrapped", False):
+        return
+
+    @functools.wraps(original)
+    def _cached_get_dataset(dataset, dataset_kwargs, force=False):
+        kwargs = dict(dataset_kwargs or {})
+        if "create_inverse_triples" not in kwargs:
+            from pykeen.datasets import dataset_resolver
+
+            default = _inverse_triples_default(dataset_resolver.lookup(dataset))
+            if default:
+                kwargs["create_inverse_triples"] = default
+        return original(dataset, kwargs, force=force)
+
+    _cached_get_dataset._momok_wrapped = True  # type: ignore[attr-defined]
+    utils._cached_get_dataset = _cached_get_dataset
+
+
 def install() -> None:
     """Make MoMoK and its loss resolvable by name, now or as soon as PyKEEN allows.
 
-    The datasets need nothing here: PyKEEN registers them from the ``pykeen.datasets`` entry points.
+    The datasets are registered by PyKEEN itself from the ``pykeen.datasets`` entry points; here we only
+    make its dataset cache keep their inverse-triples default (:func:`patch_dataset_cache`).
     """
     models = sys.modules.get(_MODELS)
     if models is not None and not hasattr(models, "model_resolver"):
@@ -174,3 +212,4 @@ def install() -> None:
             logger.warning("pykeen_momok: could not hook pykeen.models; call pykeen_momok.install() after importing it")
     else:
         _when_complete(_MODELS, "model_resolver", lambda module: register_model_and_loss(module.model_resolver))
+    _when_complete("pykeen.datasets.utils", "_cached_get_dataset", patch_dataset_cache)

@@ -38,8 +38,8 @@ class MutualInformationTerm(nn.Module):
         :param hidden_dim: the estimator's hidden size (``None``: the regularizer's default)
         """
         super().__init__()
-        kwargs = {} if hidden_dim is None else dict(hidden_dim=hidden_dim)
-        self.estimator = ExpertMIRegularizer(list(dims), **kwargs)
+        hidden_dims = None if hidden_dim is None else [hidden_dim] * len(dims)
+        self.estimator = ExpertMIRegularizer(list(dims), hidden_dims=hidden_dims)
         self.weight = weight
         self.lr = lr
         self.optimizer = torch.optim.Adam(self.estimator.parameters(), lr=lr)

@@ -124,6 +124,9 @@ class SyntheticMMKG(EagerDataset):
         triples: 23758
     """
 
+    #: PyKEEN's dataset cache rebuilds the factories with this class: it keeps the features
+    triples_factory_cls = MultiModalTriplesFactory
+
     def __init__(self, create_inverse_triples: bool = True, seed: int = 0, **kwargs) -> None:
         """Generate the dataset.
 

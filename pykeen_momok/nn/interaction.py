@@ -139,8 +139,7 @@ class MoMoKInteraction(Interaction):
             # The relation fusion has its own dropout, drawn per query as in the reference, so the joint
             # head's relation vector differs per query and its core is contracted per query.
             fused_relation = self.relation_fusion([rel[r_index] for rel in r])
-            positions = torch.arange(fused_relation.shape[0], device=fused_relation.device)
-            z.append(self.joint_head(self.entity_fusion(embedded), positions, fused_relation))
+            z.append(self.joint_head(self.entity_fusion(embedded), r=fused_relation))
         return z, expert_outputs
 
     def candidates(self, t: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -181,6 +180,5 @@ class MoMoKInteraction(Interaction):
             return [x.expand(*prefix, x.shape[-1]).reshape(-1, x.shape[-1]) for x in xs]
 
         h, r, t = flat(h), flat(r), flat(t)
-        positions = torch.arange(h[0].shape[0], device=h[0].device)
-        z, _ = self.queries(h, r[0], r[1:], positions)
+        z, _ = self.queries(h, r[0], r[1:], torch.arange(h[0].shape[0], device=h[0].device))
         return self.combine(self.pair_logits(z, self.candidates(t)).view(-1, *prefix))
