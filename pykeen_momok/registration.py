@@ -33,7 +33,7 @@ from typing import Any
 
 from class_resolver import ClassResolver
 
-__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets", "patch_dataset_cache"]
+__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets", "register_datasets_if_ready", "patch_dataset_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,20 @@ def register_if_ready() -> None:
     models = sys.modules.get(_MODELS)
     if models is not None and hasattr(models, "model_resolver"):
         register_model_and_loss(models.model_resolver)
+
+
+def register_datasets_if_ready(*classes: type) -> None:
+    """Register dataset classes now if ``pykeen.datasets`` is complete.
+
+    Normally PyKEEN registers them from our entry points. But when one of our dataset modules is imported
+    *before* ``pykeen.datasets``, PyKEEN loads the entry points while that module is still half imported,
+    fails on it and moves on; the module then calls this on its last line.
+    """
+    datasets = sys.modules.get("pykeen.datasets")
+    resolver = getattr(datasets, "dataset_resolver", None)
+    if resolver is not None:
+        for cls in classes:
+            _register(resolver, cls)
 
 
 def register_datasets(dataset_resolver: ClassResolver | None = None) -> None:

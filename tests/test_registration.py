@@ -26,6 +26,7 @@ FIRST_IMPORTS = [
     "pykeen_momok.model",
     "pykeen_momok.losses",
     "pykeen_momok.datasets.synthetic",
+    "pykeen_momok.datasets.benchmarks",
 ]
 
 CHECK = """
@@ -37,6 +38,7 @@ assert model_resolver.lookup("MoMoK").__module__ == "pykeen_momok.model", model_
 assert model_resolver.lookup("momok") is model_resolver.lookup("MoMoK")
 assert loss_resolver.lookup("MoMoKLoss").__module__ == "pykeen_momok.losses"
 assert dataset_resolver.lookup("SyntheticMMKG").__module__ == "pykeen_momok.datasets.synthetic"
+assert dataset_resolver.lookup("MKG-Y").__name__ == "MKGY" and dataset_resolver.lookup("FB15K-237-IMG").__name__ == "FB15k237IMG"
 print("ok")
 """
 
