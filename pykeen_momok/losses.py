@@ -63,7 +63,7 @@ class MoMoKLoss(BCEWithLogitsLoss):
     )
 
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.1) -> None:
-        """Initialize the loss.
+        r"""Initialize the loss.
 
         :param reduction: how to reduce each head's loss over its targets (``"mean"`` or ``"sum"``)
         :param label_smoothing: the smoothing :math:`\epsilon` (reference: 0.1)

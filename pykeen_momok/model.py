@@ -287,7 +287,8 @@ class MoMoK(ERModel):
         return self.interaction.combine(logits)
 
     def score_h(self, rt_batch: torch.Tensor, *, slice_size=None, mode=None, heads=None) -> torch.Tensor:  # noqa: D102
-        return self.score_h_inverse(rt_batch=rt_batch, heads=heads, slice_size=slice_size, mode=mode)
+        # PyKEEN's inverter edits the batch in place: keep the caller's tensor intact
+        return self.score_h_inverse(rt_batch=rt_batch.clone(), heads=heads, slice_size=slice_size, mode=mode)
 
     def score_r(self, ht_batch: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError("MoMoK ranks entities; relation prediction (score_r) is not supported.")

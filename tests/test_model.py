@@ -1,0 +1,203 @@
+"""MoMoK as a PyKEEN model: scoring paths, the estimator's isolation, checkpoints, seeds, real data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from pykeen.pipeline import pipeline
+from pykeen.triples import TriplesFactory
+
+from pykeen_momok import MoMoK, MoMoKLoss
+from pykeen_momok.datasets.synthetic import SyntheticMMKG
+from pykeen_momok.losses import get_head_scores
+
+from conftest import shared_dataset_dir
+
+SMALL = dict(embedding_dim=16, relation_dim=8, num_experts=2)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SyntheticMMKG:
+    return SyntheticMMKG(num_entities=120, num_relations=3, triples_per_entity=4, image_dim=12, text_dim=10, seed=3)
+
+
+def _model(factory, **kwargs) -> MoMoK:
+    return MoMoK(triples_factory=factory, loss=MoMoKLoss(), random_seed=0, **{**SMALL, **kwargs})
+
+
+def test_heads_and_structure_only(tiny):
+    model = _model(tiny.training)
+    assert model.head_names == ("structure", "image", "text", "joint")
+    structure_only = _model(tiny.training, modalities=[])
+    assert structure_only.head_names == ("structure",)
+    text_only = _model(tiny.training, modalities=["text"])
+    assert text_only.head_names == ("structure", "text", "joint")
+    plain = TriplesFactory(
+        mapped_triples=tiny.training.mapped_triples,
+        entity_to_id=tiny.training.entity_to_id,
+        relation_to_id=tiny.training.relation_to_id,
+        create_inverse_triples=True,
+    )
+    assert _model(plain).head_names == ("structure",)
+
+
+def test_bad_arguments(tiny):
+    with pytest.raises(ValueError, match="unknown modalities"):
+        _model(tiny.training, modalities=["audio"])
+    with pytest.raises(ValueError, match="adapters given"):
+        _model(tiny.training, modalities=["text"], adapters={"image": "linear"})
+    no_inverse = TriplesFactory(
+        mapped_triples=tiny.training.mapped_triples,
+        entity_to_id=tiny.training.entity_to_id,
+        relation_to_id=tiny.training.relation_to_id,
+    )
+    with pytest.raises(ValueError, match="inverse triples"):
+        _model(no_inverse)
+
+
+def test_score_hrt_matches_score_t_and_score_h(tiny):
+    model = _model(tiny.training).eval()
+    # the model sees relation ids with inverses interleaved, as PyKEEN's training and predict_* map them
+    batch = model.relation_inverter.map(batch=tiny.testing.mapped_triples[:7], index=1)
+    with torch.no_grad():
+        hrt = model.score_hrt(batch)[:, 0]
+        all_t = model.score_t(batch[:, :2])
+        subset = model.score_t(batch[:, :2], tails=torch.arange(10, 30))
+        per_row = model.score_t(batch[:, :2], tails=batch[:, 2:3])
+    assert torch.allclose(hrt, all_t[torch.arange(7), batch[:, 2]], atol=1e-6)
+    assert torch.allclose(subset, all_t[:, 10:30], atol=1e-6)
+    assert torch.allclose(per_row[:, 0], hrt, atol=1e-6)
+    # heads are scored as tails of the inverse relation
+    with torch.no_grad():
+        all_h = model.score_h(batch[:, 1:])
+        inverse = torch.stack([batch[:, 2], model.relation_inverter.get_inverse_id(batch[:, 1]), batch[:, 0]], dim=1)
+        hrt_inverse = model.score_hrt(inverse)[:, 0]
+    assert torch.allclose(all_h[torch.arange(7), batch[:, 0]], hrt_inverse, atol=1e-6)
+    # evaluation scores are the joint decision: a mean of probabilities
+    assert all_t.min() > 0 and all_t.max() < 1
+
+
+def test_training_scores_carry_head_logits(tiny):
+    model = _model(tiny.training).train()
+    scores = model.score_t(tiny.training.mapped_triples[:5, :2])
+    heads = get_head_scores(scores)
+    assert heads.shape == (4, 5, tiny.training.num_entities)
+    assert torch.allclose(scores, heads.mean(dim=0))
+
+
+def test_loss_is_sum_of_per_head_bce(tiny):
+    loss = MoMoKLoss(label_smoothing=0.1)
+    heads = torch.randn(3, 2, 50)
+    scores = heads.mean(dim=0)
+    scores.momok_head_scores = heads
+    labels = torch.zeros(2, 50)
+    labels[0, 1] = labels[1, 4] = 1
+    smoothed = 0.9 * labels + 1 / 50
+    expected = sum(
+        torch.nn.functional.binary_cross_entropy(torch.sigmoid(heads[i]), smoothed) for i in range(3)
+    )
+    assert torch.allclose(loss.process_lcwa_scores(scores, labels, num_entities=50), expected, atol=1e-6)
+    with pytest.raises(TypeError, match="per-head logits"):
+        loss.process_lcwa_scores(torch.randn(2, 50), labels)
+
+
+def test_estimator_and_model_optimisers_are_isolated(tiny):
+    model = _model(tiny.training, mi_weight=1.0).train()
+    estimator = {n: p.detach().clone() for n, p in model.mutual_information.named_parameters()}
+    main = [p for p in model.get_grad_params()]
+    assert not {id(p) for p in main} & {id(p) for p in model.mutual_information.parameters()}
+    optimizer = torch.optim.Adam(main, lr=0.1)
+    batch = tiny.training.mapped_triples[:32]
+    labels = torch.zeros(32, tiny.training.num_entities)
+    labels[torch.arange(32), batch[:, 2]] = 1
+    loss = model.loss.process_lcwa_scores(model.score_t(batch[:, :2]), labels) + model.collect_regularization_term()
+    loss.backward()
+    optimizer.step()
+    # the main step leaves the estimator as it was
+    for name, p in model.mutual_information.named_parameters():
+        assert torch.equal(p, estimator[name]), name
+    # the estimator step changes the estimator and nothing else
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.post_parameter_update()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("mutual_information.") for n in changed), changed
+
+
+def _pipeline(dataset, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pipeline(
+            dataset=dataset,
+            model="MoMoK",
+            loss="MoMoKLoss",
+            training_loop="lcwa",
+            model_kwargs=dict(SMALL),
+            optimizer_kwargs=dict(lr=1e-2),
+            training_kwargs=dict(batch_size=64, **kwargs.pop("training_kwargs", {})),
+            evaluation_kwargs=dict(batch_size=64),
+            random_seed=7,
+            **kwargs,
+        )
+
+
+def test_same_seed_same_metrics(tiny):
+    first = _pipeline(tiny, epochs=2)
+    second = _pipeline(tiny, epochs=2)
+    assert first.losses == second.losses
+    assert first.metric_results.to_dict() == second.metric_results.to_dict()
+
+
+def test_checkpoint_resume_gives_same_state(tiny, tmp_path):
+    reference = _pipeline(tiny, epochs=4)
+    checkpoint = dict(checkpoint_name="momok.pt", checkpoint_directory=tmp_path, checkpoint_frequency=0)
+    # "killed" after two epochs, then resumed from the checkpoint up to four
+    _pipeline(tiny, epochs=2, training_kwargs=checkpoint)
+    resumed = _pipeline(tiny, epochs=4, training_kwargs=checkpoint)
+    assert resumed.losses == pytest.approx(reference.losses, rel=1e-5)
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        if isinstance(a, torch.Tensor):
+            assert torch.allclose(a, b, atol=1e-5), name
+    ref_opt = reference.model.mutual_information.optimizer.state_dict()["state"]
+    res_opt = resumed.model.mutual_information.optimizer.state_dict()["state"]
+    assert ref_opt.keys() == res_opt.keys() and ref_opt
+    for key in ref_opt:
+        assert torch.allclose(ref_opt[key]["exp_avg"], res_opt[key]["exp_avg"], atol=1e-5)
+
+
+def test_slcwa_and_default_loss_warn_but_train(tiny):
+    with pytest.warns(UserWarning, match="training_loop='lcwa'"):
+        result = pipeline(
+            dataset=tiny, model="MoMoK", model_kwargs=dict(SMALL), epochs=1, random_seed=1,
+            training_kwargs=dict(batch_size=64), evaluation_kwargs=dict(batch_size=64),
+        )
+    assert np.isfinite(result.losses).all()
+    with pytest.warns(UserWarning, match="sLCWA"):
+        result = pipeline(
+            dataset=tiny, model="MoMoK", loss="MoMoKLoss", model_kwargs=dict(SMALL), epochs=1, random_seed=1,
+            training_kwargs=dict(batch_size=64), evaluation_kwargs=dict(batch_size=64),
+        )
+    assert np.isfinite(result.losses).all()
+
+
+def test_real_mkgy_beats_random():
+    directory = shared_dataset_dir("MKG-Y")
+    result = pipeline(
+        model="MoMoK",
+        dataset="MKG-Y",
+        dataset_kwargs=dict(directory=directory, image_features=None),
+        loss="MoMoKLoss",
+        training_loop="lcwa",
+        model_kwargs=dict(embedding_dim=32, relation_dim=32, num_experts=2, mi_estimator_lr=1e-2),
+        optimizer_kwargs=dict(lr=1e-2),
+        training_kwargs=dict(batch_size=1024),
+        evaluation_kwargs=dict(batch_size=512),
+        epochs=int(__import__("os").environ.get("MOMOK_MKGY_EPOCHS", 8)),
+        random_seed=10010,
+    )
+    assert result.model.head_names == ("structure", "text", "joint")
+    mrr = result.get_metric("mrr")
+    random_mrr = np.mean(1.0 / np.arange(1, 15001))  # expected MRR of a uniform ranking over 15,000
+    assert mrr > 10 * random_mrr, (mrr, random_mrr)
