@@ -267,7 +267,10 @@ class MoMoK(ERModel):
             return list(checkpoint(self.interaction.candidates, tables, use_reentrant=False))
         cacheable = entities is None and not self.training and not torch.is_grad_enabled()
         if cacheable:
-            key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+            key = (
+                _autocast_state(self.device.type),  # candidates computed under autocast have its dtype
+                tuple((p.data_ptr(), p._version) for p in self.parameters()),
+            )
             if self._candidate_cache is not None and self._candidate_cache[0] == key:
                 return self._candidate_cache[1]
         candidates = self.interaction.candidates([rep(indices=entities) for rep in self.entity_representations])
@@ -303,6 +306,16 @@ class MoMoK(ERModel):
 
     def score_r(self, ht_batch: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError("MoMoK ranks entities; relation prediction (score_r) is not supported.")
+
+
+def _autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
+    """Whether autocast is on for ``device_type``, and its dtype."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return True, torch.get_autocast_dtype(device_type)
+    except (RuntimeError, TypeError, ValueError):  # device types autocast does not know
+        pass
+    return False, None
 
 
 # Last line on purpose: PyKEEN may call back into the registration while this module is half imported.

@@ -267,3 +267,30 @@ def test_distinct_no_mask_path_with_absent_matrices():
         for a, b in zip(ga, gb, strict=True):
             torch.testing.assert_close(a, b)
         assert torch.count_nonzero(ga[1][1:3]) == 0
+
+
+def test_bf16_autocast_trains_and_keeps_caches_apart(tiny):
+    """Under (CPU) bf16 autocast both paths train and agree loosely; eval caches are per autocast state."""
+    fused, per_query = _pair(tiny.training, mi_weight=0.5, **NO_RANDOMNESS)
+    fused.float()
+    per_query.float()
+    pairs, labels = _batch(tiny.training)
+    labels = labels.float()
+    losses = []
+    for model in (fused, per_query):
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, loss = _loss(model, pairs, labels)
+        loss.backward()
+        losses.append(loss.detach().float())
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.testing.assert_close(losses[0], losses[1], rtol=2e-2, atol=1e-3)
+    fused.eval()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fused.score_t(pairs)
+        full = fused.score_t(pairs)  # must not reuse the bf16 candidates
+        again = fused.score_t(pairs)
+    assert low.dtype == torch.bfloat16 and full.dtype == torch.float32
+    assert torch.equal(full, again)
+    torch.testing.assert_close(low.float(), full, rtol=0, atol=2e-2)

@@ -45,6 +45,8 @@ reproducible gradients there need :func:`torch.use_deterministic_algorithms`.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -164,6 +166,24 @@ def _blocks(num: int, chunk_size: int, chunks_per_block: int):
         yield part[0][1], part[-1][2], part
 
 
+def _autocast_disabled(device_type: str):
+    """A context without autocast on ``device_type`` (a no-op where autocast is off or unknown there)."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.autocast(device_type=device_type, enabled=False)
+    except (RuntimeError, TypeError, ValueError):  # device types autocast does not know
+        pass
+    return contextlib.nullcontext()
+
+
+def _promoted(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors in their promoted floating dtype (autocast may hand over a mix of bf16 and fp32)."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return [t.to(dtype) for t in tensors]
+
+
 def core_dropout_masks(
     seed: int,
     num_queries: int,
@@ -241,6 +261,11 @@ class _DistinctCoreContraction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        with _autocast_disabled(grad_out.device.type):
+            return _DistinctCoreContraction._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: torch.Tensor):
         x, matrices, index = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         num, dim = x.shape
@@ -316,6 +341,11 @@ class _PerQueryCoreContraction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        with _autocast_disabled(grad_out.device.type):
+            return _PerQueryCoreContraction._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: torch.Tensor):
         x, r, core = ctx.saved_tensors
         need_x, need_r, need_w = ctx.needs_input_grad[:3]
         num, dim = x.shape
@@ -391,7 +421,9 @@ def fused_core_contraction(
         chunk_size = default_chunk_size(x.shape[-1], x.device)
     if threshold is not None and scale == 0.0:  # p = 1: everything dropped
         return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum())
-    return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size)
+    with _autocast_disabled(x.device.type):  # the contraction runs in the inputs' promoted dtype
+        x, matrices = _promoted(x, matrices)
+        return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size)
 
 
 def fused_core_contraction_per_query(
@@ -420,7 +452,9 @@ def fused_core_contraction_per_query(
         gemm_chunks = default_gemm_chunks(chunk_size, x.shape[-1], x.device)
     if threshold is not None and scale == 0.0:
         return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum())
-    return _PerQueryCoreContraction.apply(x, r, core, seed_, threshold, scale, chunk_size, max(1, int(gemm_chunks)))
+    with _autocast_disabled(x.device.type):  # the contraction runs in the inputs' promoted dtype
+        x, r, core = _promoted(x, r, core)
+        return _PerQueryCoreContraction.apply(x, r, core, seed_, threshold, scale, chunk_size, max(1, int(gemm_chunks)))
 
 
 class TuckerHead(nn.Module):
