@@ -14,6 +14,8 @@ A structure-only model (TuckER) ranks them about at random; the feature modaliti
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from docdata import parse_docdata
@@ -31,11 +33,10 @@ def _features(codes: np.ndarray, num_codes: int, dim: int, noise: float, rng: np
 
 
 def generate_synthetic_mmkg(
-    num_entities: int = 2000,
+    num_colours: int = 40,
+    num_shapes: int = 50,
     num_relations: int = 8,
-    num_colours: int = 12,
-    num_shapes: int = 12,
-    triples_per_entity: int = 12,
+    triples_per_entity: int = 6,
     cold_fraction: float = 0.15,
     warm_held_out_fraction: float = 0.05,
     missing_fraction: float = 0.1,
@@ -46,30 +47,29 @@ def generate_synthetic_mmkg(
 ) -> tuple[dict[str, np.ndarray], dict[str, ModalityFeatures]]:
     """Generate the labeled splits and the per-entity features (deterministic for a seed).
 
+    There is one entity per (colour, shape) cell, ``num_colours * num_shapes`` in all; each entity is the
+    head of ``triples_per_entity`` of the ``num_relations`` relations, and its tail there is the entity of
+    the shifted cell.
+
     :return: labeled triples ``{"training", "validation", "testing"}`` each of shape ``(n, 3)``, and the
-        ``image`` / ``text`` :class:`ModalityFeatures` in the order of the sorted entity labels
+        ``image`` / ``text`` :class:`ModalityFeatures` in entity-id order (labels ``e00000``, ...)
     """
+    if not 0 < triples_per_entity <= num_relations:
+        raise ValueError(f"triples_per_entity must be in 1..num_relations={num_relations}, got {triples_per_entity}")
     rng = np.random.default_rng(seed)
-    colour = rng.integers(num_colours, size=num_entities)
-    shape = rng.integers(num_shapes, size=num_entities)
-    cell = colour * num_shapes + shape
-    # members of each cell, as a padded table for vectorised sampling
-    order = np.argsort(cell, kind="stable")
-    counts = np.bincount(cell, minlength=num_colours * num_shapes)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    num_entities = num_colours * num_shapes
+    cell = rng.permutation(num_entities)  # entity -> its cell
+    entity_of_cell = np.argsort(cell)
+    colour, shape = cell // num_shapes, cell % num_shapes
     colour_offset = rng.integers(1, num_colours, size=num_relations)
     shape_offset = rng.integers(1, num_shapes, size=num_relations)
 
     heads = np.repeat(np.arange(num_entities), triples_per_entity)
-    relations = rng.integers(num_relations, size=heads.shape[0])
+    relations = np.argsort(rng.random((num_entities, num_relations)), axis=1)[:, :triples_per_entity].ravel()
     target = ((colour[heads] + colour_offset[relations]) % num_colours) * num_shapes + (
         (shape[heads] + shape_offset[relations]) % num_shapes
     )
-    keep = counts[target] > 0
-    heads, relations, target = heads[keep], relations[keep], target[keep]
-    tails = order[starts[target] + rng.integers(0, np.iinfo(np.int64).max, size=target.shape[0]) % counts[target]]
-    triples = np.unique(np.stack([heads, relations, tails], axis=1), axis=0)
-    triples = triples[triples[:, 0] != triples[:, 2]]
+    triples = np.stack([heads, relations, entity_of_cell[target]], axis=1)
 
     # cold entities: at most one training triple each; their other triples go to validation / testing
     cold = rng.random(num_entities) < cold_fraction
@@ -127,7 +127,7 @@ class SyntheticMMKG(EagerDataset):
     #: PyKEEN's dataset cache rebuilds the factories with this class: it keeps the features
     triples_factory_cls = MultiModalTriplesFactory
 
-    def __init__(self, create_inverse_triples: bool = True, seed: int = 0, **kwargs) -> None:
+    def __init__(self, create_inverse_triples: bool = True, seed: int = 0, **kwargs: Any) -> None:
         """Generate the dataset.
 
         :param create_inverse_triples: add inverse triples (MoMoK needs them)
@@ -135,7 +135,8 @@ class SyntheticMMKG(EagerDataset):
         :param kwargs: further parameters of :func:`generate_synthetic_mmkg`
         """
         splits, modalities = generate_synthetic_mmkg(seed=seed, **kwargs)
-        all_labels = np.array([f"e{i:05d}" for i in range(kwargs.get("num_entities", 2000))])
+        num_entities = len(modalities["image"].present)
+        all_labels = np.array([f"e{i:05d}" for i in range(num_entities)])
         entity_to_id = {label: i for i, label in enumerate(all_labels)}
         relation_to_id = {
             label: i for i, label in enumerate(sorted({r for triples in splits.values() for r in triples[:, 1]}))
