@@ -11,7 +11,7 @@ import sys
 from pykeen.hpo import hpo_pipeline
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-TINY = dict(num_entities=100, num_relations=3, triples_per_entity=4, image_dim=8, text_dim=8)
+TINY = dict(num_colours=10, num_shapes=10, num_relations=3, triples_per_entity=3, image_dim=8, text_dim=8)
 
 
 def test_experiments_cli_runs_a_config(tmp_path):

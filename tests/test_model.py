@@ -21,7 +21,7 @@ SMALL = dict(embedding_dim=16, relation_dim=8, num_experts=2)
 
 @pytest.fixture(scope="module")
 def tiny() -> SyntheticMMKG:
-    return SyntheticMMKG(num_entities=120, num_relations=3, triples_per_entity=4, image_dim=12, text_dim=10, seed=3)
+    return SyntheticMMKG(num_colours=10, num_shapes=12, num_relations=3, triples_per_entity=3, image_dim=12, text_dim=10, seed=3)
 
 
 def _model(factory, **kwargs) -> MoMoK:

@@ -118,10 +118,10 @@ class SyntheticMMKG(EagerDataset):
     statistics:
         entities: 2000
         relations: 8
-        training: 16656
-        testing: 3551
-        validation: 3551
-        triples: 23758
+        training: 8541
+        testing: 1730
+        validation: 1729
+        triples: 12000
     """
 
     #: PyKEEN's dataset cache rebuilds the factories with this class: it keeps the features

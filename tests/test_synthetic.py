@@ -1,0 +1,51 @@
+"""The built-in SyntheticMMKG: deterministic, documented statistics, planted signal, cold entities."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from docdata import get_docdata
+
+from pykeen_momok.datasets.synthetic import SyntheticMMKG, generate_synthetic_mmkg
+
+
+def test_statistics_match_docdata():
+    dataset = SyntheticMMKG()
+    statistics = get_docdata(SyntheticMMKG)["statistics"]
+    assert dataset.training.num_entities == statistics["entities"]
+    assert dataset.training.real_num_relations == statistics["relations"]
+    assert dataset.training.num_triples == statistics["training"]
+    assert dataset.validation.num_triples == statistics["validation"]
+    assert dataset.testing.num_triples == statistics["testing"]
+    assert dataset.training.create_inverse_triples
+
+
+def test_deterministic_and_seed_dependent():
+    first, features = generate_synthetic_mmkg(seed=1)
+    second, features_again = generate_synthetic_mmkg(seed=1)
+    other, _ = generate_synthetic_mmkg(seed=2)
+    for key in first:
+        assert np.array_equal(first[key], second[key])
+    assert torch.equal(features["image"].features, features_again["image"].features)
+    assert not np.array_equal(first["training"], other["training"])
+
+
+def test_missing_modalities_and_cold_entities():
+    dataset = SyntheticMMKG()
+    for name in ("image", "text"):
+        present = dataset.training.modalities[name].present
+        assert 0.8 < present.float().mean() < 0.95
+    train = dataset.training.mapped_triples
+    degree = torch.bincount(torch.cat([train[:, 0], train[:, 2]]), minlength=dataset.training.num_entities)
+    test = dataset.testing.mapped_triples
+    cold_side = (degree[test[:, 0]] <= 1) | (degree[test[:, 2]] <= 1)
+    assert cold_side.float().mean() > 0.5  # most test triples need the modalities
+
+
+def test_features_encode_the_planted_attributes():
+    # image rows of entities with the same colour are far more alike than rows of different colours
+    splits, modalities = generate_synthetic_mmkg(num_colours=5, num_shapes=6, num_relations=2, triples_per_entity=2)
+    image = modalities["image"]
+    rows = torch.nn.functional.normalize(image.features[image.present], dim=1)
+    similarity = rows @ rows.T
+    assert similarity.max() > 0.6 and similarity.min() < 0.3
