@@ -292,6 +292,9 @@ class MoMoK(ERModel):
     def score_t(self, hr_batch: torch.Tensor, *, slice_size=None, mode=None, tails=None) -> torch.Tensor:  # noqa: D102
         # slice_size is accepted for API compatibility: scoring is a matrix product, with no broadcast to slice
         z = self._queries(hr_batch[:, 0], hr_batch[:, 1])
+        if (tails is None or tails.ndimension() == 1) and not self.training and not torch.is_grad_enabled():
+            # evaluation: the joint decision accumulated head by head, without the (H, B, N) logits
+            return self.interaction.decision_scores(z, self._candidates(tails))
         if tails is None or tails.ndimension() == 1:
             logits = self.interaction.head_logits(z, self._candidates(tails))
         else:  # per-query candidate lists, shape (B, N)

@@ -161,6 +161,22 @@ class MoMoKInteraction(Interaction):
         return torch.stack([zi @ ci.t() for zi, ci in zip(z, candidates, strict=True)])
 
     @staticmethod
+    def decision_scores(z: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor]) -> torch.Tensor:
+        """All-candidates joint decision, shape ``(B, N)``, without gradients.
+
+        The same values as ``joint_decision(head_logits(z, candidates))``, accumulated head by head in place:
+        no ``(H, B, N)`` stack and no second copy of it for the sigmoid.
+        """
+        if torch.is_grad_enabled():
+            raise RuntimeError("decision_scores works in place; call it under torch.no_grad()")
+        out: torch.Tensor | None = None
+        for zi, ci in zip(z, candidates, strict=True):
+            probabilities = torch.mm(zi, ci.t()).sigmoid_()
+            out = probabilities if out is None else out.add_(probabilities)
+        assert out is not None
+        return out.div_(len(z))
+
+    @staticmethod
     def pair_logits(z: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits of matched query/candidate rows, shape ``(H, B)``."""
         return torch.stack([(zi * ci).sum(dim=-1) for zi, ci in zip(z, candidates, strict=True)])
