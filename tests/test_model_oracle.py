@@ -294,3 +294,21 @@ def test_bf16_autocast_trains_and_keeps_caches_apart(tiny):
     assert low.dtype == torch.bfloat16 and full.dtype == torch.float32
     assert torch.equal(full, again)
     torch.testing.assert_close(low.float(), full, rtol=0, atol=2e-2)
+
+
+def test_eval_decision_without_stack_equals_mean_of_sigmoids(tiny):
+    """Under no_grad, score_t accumulates the joint decision head by head; the same as the stacked mean."""
+    from pykeen_momok.nn.interaction import joint_decision
+
+    model, _ = _pair(tiny.training)
+    model.eval()
+    pairs = tiny.testing.mapped_triples[:, :2]
+    with torch.no_grad():
+        fast = model.score_t(pairs)
+        z = model._queries(pairs[:, 0], pairs[:, 1])
+        stacked = joint_decision(model.interaction.head_logits(z, model._candidates()))
+    with_grad = model.score_t(pairs)  # autograd on: the stacked path
+    torch.testing.assert_close(fast, stacked, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-12, atol=1e-14)
+    with pytest.raises(RuntimeError):
+        model.interaction.decision_scores(z, model._candidates())
