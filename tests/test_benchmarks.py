@@ -19,7 +19,7 @@ from pykeen_momok.datasets.archives import read_image_index
 from pykeen_momok.datasets.benchmarks import DB15K, KVC16K, MKGW, MKGY, FB15k237IMG, MMKGBenchmark
 from pykeen_momok.datasets.download import ChecksumError, ManualDownloadRequired
 from pykeen_momok.features import read_id_map
-from tests.conftest import SHARED_DATA, shared_dataset_dir
+from conftest import SHARED_DATA, shared_dataset_dir
 from tests.test_download import serve
 
 #: the shared README table: entities, relations, train, valid, test

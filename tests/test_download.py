@@ -29,7 +29,7 @@ from pykeen_momok.datasets.download import (
     git_blob_sha1,
     safe_extract,
 )
-from tests.conftest import SHARED_DATA, shared_dataset_dir
+from conftest import SHARED_DATA, shared_dataset_dir
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

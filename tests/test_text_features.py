@@ -11,7 +11,7 @@ import pytest
 
 from pykeen_momok import text_features
 from pykeen_momok.text_features import encode_entities, encode_texts, entity_name, entity_names, resolve_model
-from tests.conftest import shared_dataset_dir
+from conftest import shared_dataset_dir
 
 
 def test_entity_names_from_labels():
