@@ -1,0 +1,332 @@
+#!/usr/bin/env python
+"""Training-step time and peak memory on MKG-Y: MoMoK vs the per-query (reference) way vs PyKEEN's TuckER.
+
+One command, one process for the timings (configurations interleaved, repeated; medians reported),
+plus one fresh child process per configuration for its peak memory::
+
+    PYKEEN_HOME=/tmp/pkh-bench python benchmarks/train_epoch.py --dataset-dir ../shared/data/MKG-Y \\
+        --out benchmarks/results/train.json
+
+Configurations (``--configs``; all share the data, MoMoK's two paths share one set of weights):
+
+- ``momok@B``: MoMoK as shipped (fused core contraction, candidate recomputation), batch ``B``;
+- ``per-query@B``: the same model switched to the reference's way (``fused=False``: one ``d x d`` matrix per
+  query with ``F.dropout``; ``recompute_candidates=False``), the "per-query implementation" of issue 4;
+- ``tucker@B``: PyKEEN's ``TuckER`` (``embedding_dim=300, relation_dim=256``, its default loss), LCWA 1-N.
+
+A training step is what PyKEEN's LCWA loop does per batch, MoMoK's CLUB estimator step included. In each
+repeat every configuration first takes ``--warmup`` untimed steps, then ``--batches`` timed ones: an epoch
+runs one configuration back to back, and the first step after another configuration pays one-off costs
+(on this VM mostly page faults of memory the other one freed: PyKEEN's TuckER at batch 256 took ~20 s
+for that step, 5-11 s for the next). The epoch time is the median timed step times the number of LCWA
+batches of an epoch (unique (h, r) pairs of the training triples with inverses / batch size, rounded up).
+
+Peak memory: one fresh child process per configuration (run before the timings, while this process is
+small), which loads the data, builds the model and takes ``--memory-steps`` steps; its peak resident set
+size is ``VmHWM`` (``ru_maxrss`` is inherited across fork/exec on Linux, so a child would report its
+parent's peak). ``peak_above_baseline_gb`` subtracts the child's RSS after loading the data (interpreter,
+torch, PyKEEN, features), before building the model.
+
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here (set before torch loads): on a 2-core machine shared
+with other jobs, OpenMP's default spin-waiting makes every parallel region wait for a time slice
+(measured here: a 4 MB ``index_select`` took 85 ms instead of 0.1 ms).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first torch import
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import pathlib  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+import _common as common  # noqa: E402
+
+DEFAULT_CONFIGS = ["momok@1024", "per-query@1024", "momok@256", "per-query@256", "tucker@256", "tucker@128"]
+CHILD_MARKER = "MEMORY-RESULT "
+GOALS = {
+    "epoch time MoMoK / per-query, batch 1024": ("momok@1024", "per-query@1024", "epoch_s", 0.5),
+    "epoch time MoMoK / TuckER, batch 256": ("momok@256", "tucker@256", "epoch_s", 1.0),
+    "peak memory MoMoK / per-query, batch 1024 (process peak RSS)": ("momok@1024", "per-query@1024", "peak_gb", 0.5),
+    "peak memory MoMoK / per-query, batch 1024 (above the data-loaded baseline)": (
+        "momok@1024",
+        "per-query@1024",
+        "peak_above_baseline_gb",
+        0.5,
+    ),
+}
+
+
+def parse_config(name: str) -> tuple[str, int]:
+    kind, _, size = name.partition("@")
+    if kind not in {"momok", "per-query", "tucker"} or not size.isdigit():
+        raise argparse.ArgumentTypeError(f"bad configuration {name!r}; expected momok@B, per-query@B or tucker@B")
+    return kind, int(size)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR), help="the MKG-Y folder (read only)")
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="kind@batch_size, kind in momok, per-query, tucker")
+    parser.add_argument("--batches", type=int, default=1, help="timed batches per configuration and repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median over all timed batches)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed batches per configuration before each repeat's timed ones")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory children")
+    parser.add_argument("--memory-steps", type=int, default=2, help="training steps of a memory child (>= 2: Adam state)")
+    parser.add_argument("--memory-cap-gb", type=float, default=16.0, help="address-space cap of a memory child (CPU)")
+    parser.add_argument("--memory-timeout", type=float, default=600.0, help="seconds before a memory child is stopped")
+    parser.add_argument("--out", default="benchmarks/results/train.json", help="JSON result (a .csv is written next to it)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+# -- one configuration in a fresh process: peak memory ------------------------------------------------------
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """Build one configuration, take ``--memory-steps`` training steps, print the peak memory as JSON."""
+    device = torch.device(args.device)
+    if device.type == "cpu" and args.memory_cap_gb:
+        cap = int(args.memory_cap_gb * 1e9)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    kind, batch_size = parse_config(args.child)
+    result: dict[str, Any] = dict(config=args.child)
+    training, _, _ = common.load_mkgy(args.dataset_dir, seed=args.seed)
+    result["baseline_rss_gb"] = common.rss_gb()  # interpreter, torch, PyKEEN and the data, no model yet
+    try:
+        model = build(kind, training, device, args.seed)
+        trainer = common.Trainer(model, training, device, dtype=args.dtype, seed=args.seed)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(args.memory_steps):
+            trainer.step(trainer.batch(batch_size))
+        result["status"] = "ok"
+    except (MemoryError, RuntimeError) as error:
+        result["status"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    result["peak_gb"] = common.peak_rss_gb()
+    result["ru_maxrss_gb"] = common.max_rss_gb()
+    result["peak_above_baseline_gb"] = result["peak_gb"] - result["baseline_rss_gb"]
+    if device.type == "cuda":
+        result["cuda_peak_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    print(CHILD_MARKER + json.dumps(result), flush=True)
+
+
+def measure_memory(args: argparse.Namespace, config: str) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(pathlib.Path(__file__).resolve()),
+        "--child",
+        config,
+        "--dataset-dir",
+        args.dataset_dir,
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--seed",
+        str(args.seed),
+        "--memory-steps",
+        str(args.memory_steps),
+        "--memory-cap-gb",
+        str(args.memory_cap_gb),
+    ]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return dict(config=config, status=f"timed out after {args.memory_timeout:.0f} s")
+    for line in done.stdout.splitlines():
+        if line.startswith(CHILD_MARKER):
+            result = json.loads(line[len(CHILD_MARKER) :])
+            result["child_seconds"] = time.perf_counter() - start
+            return result
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return dict(config=config, status=f"child exited {done.returncode}: {' | '.join(tail)[:300]}")
+
+
+# -- all configurations in this process: time ---------------------------------------------------------------
+
+
+def build(kind: str, training, device: torch.device, seed: int):
+    if kind == "tucker":
+        return common.build_tucker(training, device, seed=seed)
+    model = common.build_momok(training, device, seed=seed)
+    common.set_per_query(model, kind == "per-query")
+    return model
+
+
+def run_timing(args: argparse.Namespace, training, configs: list[str]) -> dict[str, dict[str, Any]]:
+    device = torch.device(args.device)
+    trainers: dict[str, common.Trainer] = {}
+    kinds = {parse_config(c)[0] for c in configs}
+    momok_trainer = None
+    if kinds & {"momok", "per-query"}:
+        # one set of weights (and one Adam state) for both of MoMoK's paths
+        momok_trainer = common.Trainer(build("momok", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed)
+    tucker_trainer = None
+    if "tucker" in kinds:
+        tucker_trainer = common.Trainer(build("tucker", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed)
+    for config in configs:
+        trainers[config] = tucker_trainer if parse_config(config)[0] == "tucker" else momok_trainer
+
+    def step(config: str) -> common.StepTimes:
+        kind, batch_size = parse_config(config)
+        trainer = trainers[config]
+        if kind != "tucker":
+            common.set_per_query(trainer.model, kind == "per-query")
+        return trainer.step(trainer.batch(batch_size))
+
+    results: dict[str, dict[str, Any]] = {c: dict(config=c, steps=[], warmup_steps=[]) for c in configs}
+    for repeat in range(args.repeats):
+        for config in configs:
+            for _ in range(args.warmup):
+                times = step(config)
+                results[config]["warmup_steps"].append(times.total)
+                print(f"  repeat {repeat + 1}/{args.repeats} {config:>16}: {times.total:7.2f} s (warm-up, untimed)", flush=True)
+            for _ in range(args.batches):
+                times = step(config)
+                results[config]["steps"].append(vars(times))
+                print(
+                    f"  repeat {repeat + 1}/{args.repeats} {config:>16}: {times.total:7.2f} s "
+                    f"(forward {times.forward:.2f}, backward {times.backward:.2f}, optimizer {times.optimizer:.2f}, "
+                    f"estimator {times.estimator:.2f})",
+                    flush=True,
+                )
+    pairs = common.lcwa_pairs(training)
+    for config, result in results.items():
+        _, batch_size = parse_config(config)
+        totals = [s["total"] for s in result["steps"]]
+        result["batch_size"] = batch_size
+        result["batch_s"] = common.median(totals)
+        result["batch_s_min"] = min(totals)
+        result["batch_s_max"] = max(totals)
+        for part in ("forward", "backward", "optimizer", "estimator"):
+            result[f"{part}_s"] = common.median([s[part] for s in result["steps"]])
+        result["batches_per_epoch"] = math.ceil(pairs / batch_size)
+        result["epoch_s"] = result["batch_s"] * result["batches_per_epoch"]
+    return results
+
+
+def main() -> None:
+    args = get_parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        run_child(args)
+        return
+    configs = list(dict.fromkeys(args.configs))
+    for config in configs:
+        parse_config(config)
+    started = time.time()
+    machine_before = common.machine_info()
+    print(f"machine: {json.dumps(machine_before)}", flush=True)
+    training, _, _ = common.load_mkgy(args.dataset_dir, seed=args.seed)
+    print(f"data: {training.num_entities} entities, {training.num_relations} relations (with inverses), "
+          f"{common.lcwa_pairs(training)} LCWA pairs", flush=True)
+
+    memory: dict[str, dict[str, Any]] = {}
+    if not args.no_memory:
+        for config in configs:
+            print(f"memory child {config} ...", flush=True)
+            memory[config] = measure_memory(args, config)
+            print(f"  {json.dumps(memory[config])}", flush=True)
+    print(f"timing {configs}: {args.repeats} repeats x ({args.warmup} untimed + {args.batches} timed) batches each", flush=True)
+    results = run_timing(args, training, configs)
+    for config, value in memory.items():
+        results[config]["memory"] = value
+    for result in results.values():
+        memory = result.get("memory") or {}
+        for key in ("peak_gb", "peak_above_baseline_gb", "baseline_rss_gb", "cuda_peak_gb"):
+            if key in memory and memory.get("status") == "ok":
+                result[key] = memory[key]
+
+    goals = {}
+    for label, (a, b, key, bound) in GOALS.items():
+        if a in results and b in results and key in results[a] and key in results[b]:
+            ratio = results[a][key] / results[b][key]
+            goal = dict(ratio=ratio, goal=bound, met=ratio <= bound, numerator=a, denominator=b, quantity=key)
+            if key == "epoch_s":
+                # the same ratio from the two configurations' steps of each repeat, taken minutes apart at most:
+                # less exposed to load that changes during the run
+                steps_a, steps_b = results[a]["steps"], results[b]["steps"]
+                n = min(len(steps_a), len(steps_b))
+                scale = results[a]["batches_per_epoch"] / results[b]["batches_per_epoch"]
+                paired = [scale * steps_a[i]["total"] / steps_b[i]["total"] for i in range(n)]
+                goal["paired_ratios"] = paired
+                goal["paired_ratio_median"] = common.median(paired)
+            goals[label] = goal
+
+    report(results, goals)
+    out = dict(
+        benchmark="train_epoch",
+        args=vars(args),
+        machine=machine_before,
+        loadavg_after=list(os.getloadavg()),
+        wall_seconds=time.time() - started,
+        lcwa_pairs=common.lcwa_pairs(training),
+        results=results,
+        goals=goals,
+    )
+    path = pathlib.Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    columns = [
+        "config", "batch_size", "batch_s", "batch_s_min", "batch_s_max", "forward_s", "backward_s", "optimizer_s",
+        "estimator_s", "batches_per_epoch", "epoch_s", "peak_gb", "peak_above_baseline_gb", "baseline_rss_gb",
+        "cuda_peak_gb",
+    ]  # fmt: skip
+    with path.with_suffix(".csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for result in results.values():
+            writer.writerow(result)
+    print(f"wrote {path} and {path.with_suffix('.csv')} ({out['wall_seconds']:.0f} s in all)")
+
+
+def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]]) -> None:
+    def fmt(value, spec=".2f"):
+        return format(value, spec) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
+
+    print()
+    header = f"{'config':>16} {'batch s (min-max)':>20} {'fwd':>6} {'bwd':>6} {'opt':>5} {'est':>5} {'batches':>7} {'epoch s':>8} {'epoch min':>9} {'peak GB':>8} {'>base GB':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in results.values():
+        spread = f"{fmt(r['batch_s'])} ({fmt(r['batch_s_min'])}-{fmt(r['batch_s_max'])})"
+        print(
+            f"{r['config']:>16} {spread:>20} {fmt(r['forward_s']):>6} {fmt(r['backward_s']):>6} "
+            f"{fmt(r['optimizer_s']):>5} {fmt(r['estimator_s']):>5} {r['batches_per_epoch']:>7} {fmt(r['epoch_s'], '.0f'):>8} "
+            f"{fmt(r['epoch_s'] / 60, '.1f'):>9} {fmt(r.get('peak_gb')):>8} {fmt(r.get('peak_above_baseline_gb')):>8}"
+        )
+        status = (r.get("memory") or {}).get("status")
+        if status and status != "ok":
+            print(f"{'':>16} memory: {status}")
+    print()
+    for label, goal in goals.items():
+        paired = ""
+        if "paired_ratios" in goal:
+            paired = f"; per repeat {', '.join(f'{r:.3f}' for r in goal['paired_ratios'])}"
+        print(f"{label}: {goal['ratio']:.3f} (goal <= {goal['goal']}) {'met' if goal['met'] else 'NOT met'}{paired}")
+
+
+if __name__ == "__main__":
+    main()
