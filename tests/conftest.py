@@ -10,6 +10,8 @@ import tempfile
 _HOME = tempfile.mkdtemp(prefix="pykeen-momok-tests-")
 os.environ.setdefault("PYKEEN_HOME", _HOME)
 os.environ.setdefault("PYSTOW_HOME", _HOME)
+# Busy-waiting OpenMP threads slow torch by orders of magnitude when another process shares the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 
