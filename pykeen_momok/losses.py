@@ -85,14 +85,11 @@ class MoMoKLoss(BCEWithLogitsLoss):
         epsilon = label_smoothing if label_smoothing else self.label_smoothing
         if epsilon:
             labels = (1.0 - epsilon) * labels + 1.0 / (num_entities or labels.shape[-1])
-        per_target = F.binary_cross_entropy_with_logits(
-            head_scores, labels.unsqueeze(0).expand_as(head_scores), reduction="none"
+        # one head at a time: the (B, E) loss transient of all heads at once was the training peak of memory
+        return sum(
+            F.binary_cross_entropy_with_logits(scores, labels, weight=weights, reduction=self.reduction)
+            for scores in head_scores
         )
-        if weights is not None:
-            per_target = per_target * weights.unsqueeze(0)
-        per_head = per_target.flatten(start_dim=1)
-        per_head = per_head.mean(dim=1) if self.reduction == "mean" else per_head.sum(dim=1)
-        return per_head.sum()
 
     def process_lcwa_scores(  # noqa: D102
         self,
