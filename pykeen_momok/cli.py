@@ -46,7 +46,9 @@ def run_demo(
     Both run without dropout (and MoMoK without gating noise): at a few CPU minutes of training the
     reference's regularisation only delays the first ranking signal. MoMoK's per-head BCE is summed over
     candidates instead of averaged: the same optimum, but gradients ~E times larger, which Adam's epsilon
-    otherwise damps for the first several hundred steps.
+    otherwise damps for the first several hundred steps. The feature tables are kept fixed
+    (``trainable_features=False``): cold entities are never a positive, and fine-tuning would only push
+    their rows down.
     """
     runs = {
         "MoMoK": dict(
@@ -62,6 +64,7 @@ def run_demo(
                 hidden_dropout=0.0,
                 fusion_dropout=0.0,
                 gating_noise=False,
+                trainable_features=False,
             ),
         ),
         "TuckER": dict(

@@ -100,6 +100,7 @@ class MoMoK(ERModel):
         modalities: Sequence[str] | None = None,
         adapters: Mapping[str, str] | None = None,
         normalize_features: bool = True,
+        trainable_features: bool = True,
         input_dropout: float = 0.3,
         core_dropout: float = 0.4,
         hidden_dropout: float = 0.5,
@@ -127,6 +128,9 @@ class MoMoK(ERModel):
             for user data) or a reference pooling layout (``"db15k-image"``, ``"text-12x64"``, ``"mkg-text"``,
             ``"identity"``). Default: the layout the dataset names in ``metadata["pooling"]``, else ``"linear"``.
         :param normalize_features: L2-normalise feature rows before the adapter (the reference does)
+        :param trainable_features: fine-tune the feature tables (the reference does). With ``False`` they stay
+            as given: entities that are rarely or never a positive (cold entities) are otherwise only ever
+            pushed down as candidates, and their features lose what they said about them.
         :param input_dropout: Tucker input dropout (reference 0.3)
         :param core_dropout: per-query dropout on each relation-specific core matrix (reference 0.4)
         :param hidden_dropout: Tucker hidden dropout (reference 0.5)
@@ -193,7 +197,11 @@ class MoMoK(ERModel):
             entity_representations_kwargs=[
                 dict(shape=embedding_dim, initializer=nn.init.xavier_normal_),
                 *(
-                    dict(shape=table.shape[1], initializer=PretrainedInitializer(tensor=table))
+                    dict(
+                        shape=table.shape[1],
+                        initializer=PretrainedInitializer(tensor=table),
+                        trainable=trainable_features,
+                    )
                     for table in tables
                 ),
             ],

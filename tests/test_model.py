@@ -207,3 +207,11 @@ def test_real_mkgy_pipeline_trains():
     assert result.losses[-1] < result.losses[0]
     mrr = result.get_metric("mrr")
     assert 0.0 < mrr <= 1.0
+
+
+def test_frozen_feature_tables(tiny):
+    model = _model(tiny.training, trainable_features=False)
+    trained = {id(p) for p in model.get_grad_params()}
+    structure, *features = model.entity_representations
+    assert all(id(p) in trained for p in structure.parameters())
+    assert features and all(id(p) not in trained for rep in features for p in rep.parameters())
