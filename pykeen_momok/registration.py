@@ -33,7 +33,7 @@ from typing import Any
 
 from class_resolver import ClassResolver
 
-__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets", "register_datasets_if_ready", "patch_dataset_cache"]
+__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets_if_ready", "patch_dataset_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +80,6 @@ def register_datasets_if_ready(*classes: type) -> None:
     if resolver is not None:
         for cls in classes:
             _register(resolver, cls)
-
-
-def register_datasets(dataset_resolver: ClassResolver | None = None) -> None:
-    """Register the built-in datasets by hand.
-
-    Installed packages need not call this: PyKEEN loads them through the ``pykeen.datasets`` entry points.
-    It is for a source checkout on ``sys.path`` that was never ``pip install``-ed.
-    """
-    from .datasets import builtin_datasets
-
-    if dataset_resolver is None:
-        from pykeen.datasets import dataset_resolver
-    for cls in builtin_datasets():
-        _register(dataset_resolver, cls)
 
 
 def _register(resolver: ClassResolver, cls: type) -> None:
