@@ -20,7 +20,7 @@ from .nn.adapters import LinearAdapter, ModalityAdapter, PoolingAdapter
 from .nn.interaction import MoMoKInteraction
 from .training import MutualInformationTerm
 
-__all__ = ["MoMoK", "RECOMMENDED_PIPELINE_KWARGS"]
+__all__ = ["FeatureTableInitializer", "MoMoK", "RECOMMENDED_PIPELINE_KWARGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,20 @@ _HINT = (
     "For the paper's objective call pipeline(model='MoMoK', dataset=..., loss='MoMoKLoss', training_loop='lcwa') "
     "(see pykeen_momok.RECOMMENDED_PIPELINE_KWARGS)."
 )
+
+
+class FeatureTableInitializer(PretrainedInitializer):
+    """Initialise a feature table with a *copy* of the given tensor, at every reset.
+
+    PyKEEN 1.11.1's :class:`~pykeen.nn.init.PretrainedInitializer` hands out its own tensor, so the
+    embedding's weight then shares its storage; ``Model.reset_parameters_()`` (which every training loop
+    calls before training) first resets the inner ``nn.Embedding`` in place with ``normal_`` and so overwrites
+    the "pretrained" tensor itself, and the representation's own reset then copies that noise back:
+    the features would be replaced by random values without any error.
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return super().__call__(x).clone()
 
 
 class MoMoK(ERModel):
@@ -107,6 +121,7 @@ class MoMoK(ERModel):
         fusion_dropout: float = 0.2,
         fusion_heads: int = 2,
         expert_dropout: float = 0.0,
+        expert_init: str = "normal",
         gating_noise: bool = True,
         gating_noise_epsilon: float = 0.01,
         fused: bool = True,
@@ -137,6 +152,11 @@ class MoMoK(ERModel):
         :param fusion_dropout: dropout on the fusion layers' inputs (reference 0.2)
         :param fusion_heads: heads of the fusion layers (reference 2)
         :param expert_dropout: dropout inside the whitening experts (reference 0)
+        :param expert_init: ``"normal"``: expert matrices drawn from N(0, 0.02^2), as the reference does;
+            ``"identity"``: identity plus that noise. With the reference's near-zero experts a feature modality's
+            head is a product of several near-zero factors and learns nothing for thousands of steps (the
+            reference shows no ranking signal for its first ~700 steps on MKG-Y); ``"identity"`` starts it at
+            once. See :class:`~pykeen_momok.nn.experts.ModalityExperts`.
         :param gating_noise: noisy gating in training (reference: on)
         :param gating_noise_epsilon: floor of the gating noise scale (reference 0.01)
         :param fused: use the fused core contraction (``False``: the reference's per-query contraction; the
@@ -184,6 +204,7 @@ class MoMoK(ERModel):
                 adapters=adapter_modules,
                 num_experts=num_experts,
                 expert_dropout=expert_dropout,
+                expert_init=expert_init,
                 gating_noise=gating_noise,
                 gating_noise_epsilon=gating_noise_epsilon,
                 fusion_heads=fusion_heads,
@@ -199,7 +220,7 @@ class MoMoK(ERModel):
                 *(
                     dict(
                         shape=table.shape[1],
-                        initializer=PretrainedInitializer(tensor=table),
+                        initializer=FeatureTableInitializer(tensor=table),
                         trainable=trainable_features,
                     )
                     for table in tables
