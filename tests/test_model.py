@@ -209,6 +209,41 @@ def test_real_mkgy_pipeline_trains():
     assert 0.0 < mrr <= 1.0
 
 
+@pytest.mark.parametrize("trainable_features", [True, False])
+def test_feature_tables_survive_reset(tiny, trainable_features):
+    """Every training loop calls ``reset_parameters_()``: the tables must still hold the features after it.
+
+    Regression: with PyKEEN's own ``PretrainedInitializer`` the weight aliased the pretrained tensor, and the
+    reset of the inner ``nn.Embedding`` overwrote both with random values.
+    """
+    model = _model(tiny.training, trainable_features=trainable_features)
+    expected = [
+        torch.nn.functional.normalize(tiny.training.modalities[name].features.float(), dim=-1)
+        for name in ("image", "text")
+    ]
+    for _ in range(2):
+        model.reset_parameters_()
+        for representation, features in zip(model.entity_representations[1:], expected, strict=True):
+            assert torch.allclose(representation(indices=None), features, atol=1e-6)
+
+
+def test_pipeline_trains_on_the_features(tiny):
+    """Through ``pipeline`` (which resets the model before training) the fixed tables are the features."""
+    result = pipeline(
+        model="MoMoK",
+        dataset=tiny,
+        loss="MoMoKLoss",
+        training_loop="lcwa",
+        model_kwargs=dict(**SMALL, trainable_features=False),
+        training_kwargs=dict(batch_size=64),
+        evaluation_kwargs=dict(batch_size=64),
+        epochs=1,
+        random_seed=1,
+    )
+    image = result.model.entity_representations[1](indices=None).detach()
+    assert torch.allclose(image, torch.nn.functional.normalize(tiny.training.modalities["image"].features, dim=-1), atol=1e-6)
+
+
 def test_frozen_feature_tables(tiny):
     model = _model(tiny.training, trainable_features=False)
     trained = {id(p) for p in model.get_grad_params()}

@@ -38,6 +38,21 @@ def test_init():
     assert abs(m.weight.mean().item()) < 0.002
 
 
+def test_identity_init():
+    torch.manual_seed(0)
+    m = ModalityExperts(dim=64, num_experts=3, init="identity")
+    noise = m.weight - torch.eye(64)
+    assert abs(noise.std().item() - 0.02) < 0.002
+    assert abs(noise.mean().item()) < 0.002
+    assert torch.all(m.bias == 0) and torch.all(m.w_gate == 0)
+    m.weight.data.zero_()
+    m.reset_parameters()  # a reset keeps the chosen initialisation
+    assert (m.weight - torch.eye(64)).abs().max() < 0.2
+    assert "init='identity'" in repr(m)
+    with pytest.raises(ValueError, match="init must be one of"):
+        ModalityExperts(dim=4, init="orthogonal")
+
+
 def test_expert_outputs_and_mix_hand_computed():
     torch.manual_seed(1)
     m = ModalityExperts(dim=3, num_experts=2).double().eval()

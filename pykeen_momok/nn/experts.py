@@ -6,7 +6,8 @@ For one modality with working dimension ``d`` there are ``K`` *parametric whiten
 
     V_i(x) = W_i\\,(\\mathrm{dropout}(x) - b_i), \\qquad W_i \\in \\mathbb{R}^{d \\times d},\\ b_i \\in \\mathbb{R}^d
 
-(``W_i`` initialised :math:`\\mathcal{N}(0, 0.02^2)`, ``b_i`` zero, no bias after the product) and a
+(``W_i`` initialised :math:`\\mathcal{N}(0, 0.02^2)` as in the reference, or :math:`I + \\mathcal{N}(0, 0.02^2)` with
+``init="identity"``; ``b_i`` zero, no bias after the product) and a
 noisy gate
 
 .. math::
@@ -26,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModalityExperts"]
+__all__ = ["EXPERT_INITS", "ModalityExperts"]
+
+#: the initialisations of the expert matrices :class:`ModalityExperts` knows
+EXPERT_INITS = ("normal", "identity")
 
 
 class ModalityExperts(nn.Module):
@@ -40,6 +44,11 @@ class ModalityExperts(nn.Module):
         every expert owns its own dropout layer, each expert sees an independently dropped copy of ``x``.
     :param noisy_gating: add the learned gate noise in training mode (reference: True)
     :param noise_epsilon: the constant added to the noise standard deviation (reference: 0.01)
+    :param init: ``"normal"``: :math:`W_i \\sim \\mathcal{N}(0, 0.02^2)` (reference); ``"identity"``:
+        :math:`W_i = I + \\mathcal{N}(0, 0.02^2)`, so every expert starts as a plain centring. A feature
+        modality's score is a product of several learned matrices (adapter, experts, Tucker core, and the
+        candidate side's adapter and experts); starting the experts near zero makes that product's
+        gradients vanish, and such a head learns nothing for thousands of steps.
     """
 
     #: (K, d_out, d_in) expert matrices W_i
@@ -58,6 +67,7 @@ class ModalityExperts(nn.Module):
         expert_dropout: float = 0.0,
         noisy_gating: bool = True,
         noise_epsilon: float = 0.01,
+        init: str = "normal",
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -71,6 +81,9 @@ class ModalityExperts(nn.Module):
         self.expert_dropout = float(expert_dropout)
         self.noisy_gating = noisy_gating
         self.noise_epsilon = float(noise_epsilon)
+        if init not in EXPERT_INITS:
+            raise ValueError(f"init must be one of {EXPERT_INITS}, got {init!r}")
+        self.init = init
         self.weight = nn.Parameter(torch.empty(num_experts, dim, dim))
         self.bias = nn.Parameter(torch.zeros(num_experts, dim))
         self.w_gate = nn.Parameter(torch.zeros(dim, num_experts))
@@ -78,9 +91,11 @@ class ModalityExperts(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-initialise: ``W ~ N(0, 0.02^2)``, ``b = 0``, ``U = U' = 0`` (uniform gates)."""
+        """Re-initialise: ``W ~ N(0, 0.02^2)`` (plus ``I`` with ``init="identity"``), ``b = 0``, ``U = U' = 0``."""
         with torch.no_grad():
             self.weight.normal_(mean=0.0, std=0.02)
+            if self.init == "identity":
+                self.weight.add_(torch.eye(self.dim, dtype=self.weight.dtype, device=self.weight.device))
             self.bias.zero_()
             self.w_gate.zero_()
             self.w_noise.zero_()
@@ -88,7 +103,7 @@ class ModalityExperts(nn.Module):
     def extra_repr(self) -> str:  # noqa: D102
         return (
             f"dim={self.dim}, num_experts={self.num_experts}, expert_dropout={self.expert_dropout}, "
-            f"noisy_gating={self.noisy_gating}, noise_epsilon={self.noise_epsilon}"
+            f"noisy_gating={self.noisy_gating}, noise_epsilon={self.noise_epsilon}, init={self.init!r}"
         )
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:

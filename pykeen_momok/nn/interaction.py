@@ -44,6 +44,7 @@ class MoMoKInteraction(Interaction):
         adapters: Sequence[nn.Module],
         num_experts: int = 3,
         expert_dropout: float = 0.0,
+        expert_init: str = "normal",
         gating_noise: bool = True,
         gating_noise_epsilon: float = 0.01,
         fusion_heads: int = 2,
@@ -61,6 +62,7 @@ class MoMoKInteraction(Interaction):
         :param adapters: one input adapter per non-structural modality (``out_dim == d_m``)
         :param num_experts: ``K`` experts per modality
         :param expert_dropout: dropout inside each whitening expert (reference: 0)
+        :param expert_init: initialisation of the expert matrices, ``"normal"`` (reference) or ``"identity"``
         :param gating_noise: whether to add the noisy-gating term in training
         :param gating_noise_epsilon: the noise floor added to the softplus
         :param fusion_heads: number of heads of the fusion layers
@@ -82,6 +84,7 @@ class MoMoKInteraction(Interaction):
                 dim,
                 num_experts=num_experts,
                 expert_dropout=expert_dropout,
+                init=expert_init,
                 noisy_gating=gating_noise,
                 noise_epsilon=gating_noise_epsilon,
             )
