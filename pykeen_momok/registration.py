@@ -171,6 +171,8 @@ def _inverse_triples_default(dataset_cls: type) -> bool | None:
 def patch_dataset_cache(utils: types.ModuleType) -> None:
     """Make PyKEEN's dataset cache honour a dataset class's own ``create_inverse_triples`` default.
 
+    Dataset classes with ``cache_in_pykeen_home = False`` (generated ones) are built afresh on every call.
+
     ``get_dataset("DB15K")`` builds the dataset with its constructor's default (inverse triples on, as
     MoMoK needs) and caches it, but PyKEEN 1.11.1 rebuilds cached datasets with
     ``dataset_kwargs.get("create_inverse_triples", False)``: the second call would silently differ from
@@ -183,13 +185,18 @@ def patch_dataset_cache(utils: types.ModuleType) -> None:
 
     @functools.wraps(original)
     def _cached_get_dataset(dataset, dataset_kwargs, force=False):
-        kwargs = dict(dataset_kwargs or {})
-        if "create_inverse_triples" not in kwargs:
-            from pykeen.datasets import dataset_resolver
+        from pykeen.datasets import dataset_resolver
 
-            default = _inverse_triples_default(dataset_resolver.lookup(dataset))
+        kwargs = dict(dataset_kwargs or {})
+        cls = dataset_resolver.lookup(dataset)
+        if "create_inverse_triples" not in kwargs:
+            default = _inverse_triples_default(cls)
             if default:
                 kwargs["create_inverse_triples"] = default
+        if not getattr(cls, "cache_in_pykeen_home", True):
+            # generated datasets: a cached copy would silently outlive a change of the generator
+            kwargs.pop("force", None)
+            return dataset_resolver.make(cls, kwargs)
         return original(dataset, kwargs, force=force)
 
     _cached_get_dataset._momok_wrapped = True  # type: ignore[attr-defined]

@@ -49,3 +49,17 @@ def test_features_encode_the_planted_attributes():
     rows = torch.nn.functional.normalize(image.features[image.present], dim=1)
     similarity = rows @ rows.T
     assert similarity.max() > 0.6 and similarity.min() < 0.3
+
+
+def test_get_dataset_generates_afresh_without_pykeen_cache():
+    """``get_dataset("SyntheticMMKG")`` writes no cache: a cached copy would outlive a change of the generator."""
+    from pykeen.constants import PYKEEN_DATASETS
+    from pykeen.datasets import get_dataset
+
+    cache = PYKEEN_DATASETS.joinpath("syntheticmmkg", "cache")
+    first = get_dataset(dataset="SyntheticMMKG", dataset_kwargs=dict(seed=5))
+    second = get_dataset(dataset="SyntheticMMKG", dataset_kwargs=dict(seed=5))
+    assert isinstance(first, SyntheticMMKG) and isinstance(second, SyntheticMMKG)
+    assert first.training.create_inverse_triples and second.training.create_inverse_triples
+    assert torch.equal(first.training.mapped_triples, second.training.mapped_triples)
+    assert not cache.exists() or not any(cache.iterdir())

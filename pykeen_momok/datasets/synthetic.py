@@ -14,7 +14,7 @@ modalities place them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -121,6 +121,10 @@ class SyntheticMMKG(EagerDataset):
 
     #: PyKEEN's dataset cache rebuilds the factories with this class: it keeps the features
     triples_factory_cls = MultiModalTriplesFactory
+    #: ``get_dataset`` generates it afresh instead of caching it under PyKEEN's home folder
+    #: (see :func:`pykeen_momok.registration.patch_dataset_cache`): generating takes well under a second, and a
+    #: cached copy, keyed by the keyword arguments only, would outlive any change of the generator
+    cache_in_pykeen_home: ClassVar[bool] = False
 
     def __init__(self, create_inverse_triples: bool = True, seed: int = 0, **kwargs: Any) -> None:
         """Generate the dataset.
