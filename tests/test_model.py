@@ -182,12 +182,13 @@ def test_slcwa_and_default_loss_warn_but_train(tiny):
     assert np.isfinite(result.losses).all()
 
 
-def test_real_mkgy_pipeline_trains():
-    """A short MoMoK training on MKG-Y (structure + name-derived text) through ``pipeline`` by dataset name.
+def test_real_mkgy_pipeline_beats_random():
+    """A small MoMoK trained on MKG-Y (structure + name-derived text) through ``pipeline`` by dataset name.
 
-    Only the mechanics are asserted (loss falls, ranks are valid): in a CI-sized budget (a few hundred
-    optimisation steps) MoMoK ranks MKG-Y's test triples at random level yet, as the reference code does
-    in its first ~700 steps; see the note on issue 2.
+    10 epochs of the paper's objective (1-N, per-head BCE, CLUB) at d = 32, with the demo's fast-start
+    settings (no dropout, summed BCE, identity-initialised experts, fixed feature tables); about 4 minutes
+    on 2 CPU cores. A random ranker's expected MRR over MKG-Y's 15,000 entities is about 0.00067; measured
+    here: ~0.005 (7-8x). The reference code, by comparison, shows no signal in its first ~700 steps.
     """
     directory = shared_dataset_dir("MKG-Y")
     result = pipeline(
@@ -195,18 +196,34 @@ def test_real_mkgy_pipeline_trains():
         dataset="MKG-Y",
         dataset_kwargs=dict(directory=directory, image_features=None),
         loss="MoMoKLoss",
+        loss_kwargs=dict(reduction="sum"),
         training_loop="lcwa",
-        model_kwargs=dict(embedding_dim=32, relation_dim=32, num_experts=2, mi_estimator_lr=1e-2),
+        model_kwargs=dict(
+            embedding_dim=32,
+            relation_dim=32,
+            num_experts=2,
+            mi_estimator_lr=1e-2,
+            input_dropout=0.0,
+            core_dropout=0.0,
+            hidden_dropout=0.0,
+            fusion_dropout=0.0,
+            gating_noise=False,
+            trainable_features=False,
+            expert_init="identity",
+        ),
         optimizer_kwargs=dict(lr=1e-2),
-        training_kwargs=dict(batch_size=1024),
+        training_kwargs=dict(batch_size=256),
         evaluation_kwargs=dict(batch_size=512),
-        epochs=3,
+        epochs=10,
         random_seed=10010,
     )
     assert result.model.head_names == ("structure", "text", "joint")
     assert result.losses[-1] < result.losses[0]
+    num_entities = result.model.num_entities
+    random_mrr = sum(1.0 / k for k in range(1, num_entities + 1)) / num_entities
     mrr = result.get_metric("mrr")
-    assert 0.0 < mrr <= 1.0
+    print(f"MEASURED MKG-Y test MRR {mrr:.5f}, random {random_mrr:.5f}, ratio {mrr / random_mrr:.1f}")
+    assert mrr > 5 * random_mrr, f"MRR {mrr:.5f} is not 5x a random ranker's {random_mrr:.5f}"
 
 
 @pytest.mark.parametrize("trainable_features", [True, False])
