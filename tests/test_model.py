@@ -186,9 +186,11 @@ def test_real_mkgy_pipeline_beats_random():
     """A small MoMoK trained on MKG-Y (structure + name-derived text) through ``pipeline`` by dataset name.
 
     10 epochs of the paper's objective (1-N, per-head BCE, CLUB) at d = 32, with the demo's fast-start
-    settings (no dropout, summed BCE, identity-initialised experts, fixed feature tables); about 4 minutes
-    on 2 CPU cores. A random ranker's expected MRR over MKG-Y's 15,000 entities is about 0.00067; measured
-    here: ~0.005 (7-8x). The reference code, by comparison, shows no signal in its first ~700 steps.
+    settings (no dropout, summed BCE, identity-initialised experts, fixed feature tables); about 4.5 minutes
+    on 2 CPU cores. A random ranker's expected MRR over MKG-Y's 15,000 entities is about 0.00068; measured
+    here: 0.0046 (6.8x; 7-8x on a GPU). The assertion asks for 4x: over the test set's ~5,300 ranked queries a
+    random ranker's MRR has a standard deviation of about 0.00014, so 4x lies some fourteen of them above it.
+    The reference code, by comparison, shows no signal in its first ~700 steps.
     """
     directory = shared_dataset_dir("MKG-Y")
     result = pipeline(
@@ -223,7 +225,7 @@ def test_real_mkgy_pipeline_beats_random():
     random_mrr = sum(1.0 / k for k in range(1, num_entities + 1)) / num_entities
     mrr = result.get_metric("mrr")
     print(f"MEASURED MKG-Y test MRR {mrr:.5f}, random {random_mrr:.5f}, ratio {mrr / random_mrr:.1f}")
-    assert mrr > 5 * random_mrr, f"MRR {mrr:.5f} is not 5x a random ranker's {random_mrr:.5f}"
+    assert mrr > 4 * random_mrr, f"MRR {mrr:.5f} is not 4x a random ranker's {random_mrr:.5f}"
 
 
 @pytest.mark.parametrize("trainable_features", [True, False])
