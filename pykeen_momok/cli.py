@@ -111,6 +111,13 @@ def _format(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pykeen-momok`` console script."""
     parser = argparse.ArgumentParser(prog="pykeen-momok", description=__doc__)
@@ -125,7 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads; 0 leaves torch's default (default: %(default)s)"
+        "--threads",
+        type=_non_negative,
+        default=1,
+        help="torch CPU threads; 0 leaves torch's default. 1 suits the small built-in data; "
+        "give 0 for larger datasets (default: %(default)s)",
     )
     demo.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     args = parser.parse_args(argv)

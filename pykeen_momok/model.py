@@ -42,6 +42,9 @@ class FeatureTableInitializer(PretrainedInitializer):
     calls before training) first resets the inner ``nn.Embedding`` in place with ``normal_`` and so overwrites
     the "pretrained" tensor itself, and the representation's own reset then copies that noise back:
     the features would be replaced by random values without any error.
+
+    The price: the initializer keeps its own copy of each table, so a table is held twice in memory and in
+    whole-model pickles (PyKEEN's ``trained_model.pkl``).
     """
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102

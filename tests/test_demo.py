@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pykeen_momok.cli import main, run_demo
 
 
@@ -30,3 +32,9 @@ def test_demo_command_line(tmp_path, capsys):
     metrics = json.loads(path.read_text())
     assert set(metrics) == {"MoMoK", "TuckER"}
     assert all(0.0 < m["inverse_harmonic_mean_rank"] <= 1.0 for m in metrics.values())
+
+
+def test_demo_rejects_negative_threads(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--threads", "-1"])
+    assert "must be 0 or more" in capsys.readouterr().err
