@@ -6,6 +6,8 @@ Import this module *after* :func:`configure_threads` has run in the script (it i
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import math
 import os
 import pathlib
@@ -290,3 +292,27 @@ class Trainer:
 def median(values: Sequence[float]) -> float:
     """The median (``nan`` for no values)."""
     return statistics.median(values) if values else float("nan")
+
+
+def write_results(
+    out_path: str | os.PathLike,
+    result: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write ``result`` as JSON to ``out_path`` and ``rows`` as CSV next to it.
+
+    :param columns: the CSV columns (keys of a row not among them are left out); default: the first row's keys
+
+    :return: the JSON and CSV paths
+    """
+    path = pathlib.Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    csv_path = path.with_suffix(".csv")
+    with csv_path.open("w", newline="") as file:
+        fieldnames = list(columns if columns is not None else rows[0])
+        writer = csv.DictWriter(file, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path, csv_path

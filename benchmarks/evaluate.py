@@ -22,7 +22,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first torch import
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
@@ -136,14 +135,8 @@ def main() -> None:
         times=times,
         results=rows,
     )
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    with path.with_suffix(".csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    path, csv_path = common.write_results(args.out, out, rows)
+    print(f"wrote {path} and {csv_path}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first torch import
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import pathlib  # noqa: E402
@@ -286,20 +285,13 @@ def main() -> None:
         results=results,
         goals=goals,
     )
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
     columns = [
         "config", "batch_size", "batch_s", "batch_s_min", "batch_s_max", "forward_s", "backward_s", "optimizer_s",
         "estimator_s", "batches_per_epoch", "epoch_s", "peak_gb", "peak_above_baseline_gb", "baseline_rss_gb",
         "cuda_peak_gb",
     ]  # fmt: skip
-    with path.with_suffix(".csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for result in results.values():
-            writer.writerow(result)
-    print(f"wrote {path} and {path.with_suffix('.csv')} ({out['wall_seconds']:.0f} s in all)")
+    path, csv_path = common.write_results(args.out, out, list(results.values()), columns)
+    print(f"wrote {path} and {csv_path} ({out['wall_seconds']:.0f} s in all)")
 
 
 def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]]) -> None:
