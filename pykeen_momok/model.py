@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from .losses import MoMoKLoss
 from .nn.adapters import LinearAdapter, ModalityAdapter, PoolingAdapter
 from .nn.interaction import MoMoKInteraction
+from .nn.tucker import autocast_state
 from .training import MutualInformationTerm
 
 __all__ = ["FeatureTableInitializer", "MoMoK", "RECOMMENDED_PIPELINE_KWARGS"]
@@ -300,7 +301,7 @@ class MoMoK(ERModel):
         cacheable = entities is None and not self.training and not torch.is_grad_enabled()
         if cacheable:
             key = (
-                _autocast_state(self.device.type),  # candidates computed under autocast have its dtype
+                autocast_state(self.device.type),  # candidates computed under autocast have its dtype
                 tuple((p.data_ptr(), p._version) for p in self.parameters()),
             )
             if self._candidate_cache is not None and self._candidate_cache[0] == key:
@@ -341,16 +342,6 @@ class MoMoK(ERModel):
 
     def score_r(self, ht_batch: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError("MoMoK ranks entities; relation prediction (score_r) is not supported.")
-
-
-def _autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
-    """Whether autocast is on for ``device_type``, and its dtype."""
-    try:
-        if torch.is_autocast_enabled(device_type):
-            return True, torch.get_autocast_dtype(device_type)
-    except (RuntimeError, TypeError, ValueError):  # device types autocast does not know
-        pass
-    return False, None
 
 
 # Last line on purpose: PyKEEN may call back into the registration while this module is half imported.

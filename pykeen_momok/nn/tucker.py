@@ -53,6 +53,7 @@ from torch import nn
 
 __all__ = [
     "TuckerHead",
+    "autocast_state",
     "core_dropout_threshold",
     "core_dropout_masks",
     "default_chunk_size",
@@ -166,13 +167,20 @@ def _blocks(num: int, chunk_size: int, chunks_per_block: int):
         yield part[0][1], part[-1][2], part
 
 
-def _autocast_disabled(device_type: str):
-    """A context without autocast on ``device_type`` (a no-op where autocast is off or unknown there)."""
+def autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
+    """Whether autocast is on for ``device_type``, and its dtype; ``(False, None)`` for unknown device types."""
     try:
         if torch.is_autocast_enabled(device_type):
-            return torch.autocast(device_type=device_type, enabled=False)
+            return True, torch.get_autocast_dtype(device_type)
     except (RuntimeError, TypeError, ValueError):  # device types autocast does not know
         pass
+    return False, None
+
+
+def _autocast_disabled(device_type: str):
+    """A context without autocast on ``device_type`` (a no-op where autocast is off or unknown there)."""
+    if autocast_state(device_type)[0]:
+        return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
 
 
