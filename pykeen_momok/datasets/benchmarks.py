@@ -64,6 +64,7 @@ from .archives import (
     reference_pooling,
 )
 from .base import MultiModalDataset, read_triples_file
+from .validation import VALIDATION_CHOICES, honest_splits
 from .download import (
     Downloader,
     ManualDownloadRequired,
@@ -215,6 +216,10 @@ class MMKGBenchmark(MultiModalDataset):
     entity_text_file: ClassVar[str | None] = None
     #: the shared MiniLM text features
     minilm_files: ClassVar[tuple[str, str]] = ("text_minilm.npy", "text_minilm_entities.txt")
+    #: the default of ``validation=``: what model selection looks at (see :mod:`pykeen_momok.datasets.validation`)
+    default_validation: ClassVar[str] = "published"
+    #: the default of ``heldout_size=``, for ``validation="heldout"``
+    default_heldout_size: ClassVar[int] = 2000
 
     def __init__(
         self,
@@ -231,6 +236,9 @@ class MMKGBenchmark(MultiModalDataset):
         verify: str | None = None,
         progress: bool = True,
         eager: bool = False,
+        validation: str | None = None,
+        heldout_size: int | None = None,
+        heldout_seed: int = 0,
     ) -> None:
         """Locate (or download) the files; the triples and features are read on first access.
 
@@ -249,7 +257,22 @@ class MMKGBenchmark(MultiModalDataset):
         :param verify: how cached files are checked on use: ``"size"`` (default) or ``"full"`` (sha256)
         :param progress: show download progress bars
         :param eager: read everything now
+        :param validation: what the validation split is: ``"published"`` (the file), ``"disjoint"`` (its triples
+            that are neither training nor test triples) or ``"heldout"`` (``heldout_size`` training triples,
+            removed from training). Default: the class's :attr:`default_validation` (``"heldout"`` for DB15K,
+            whose published validation triples are mostly training and test triples; ``"published"`` elsewhere)
+        :param heldout_size: held-out training triples for ``validation="heldout"`` (default 2,000)
+        :param heldout_seed: the seed of that draw
         """
+        self.validation_choice = self.default_validation if validation is None else validation
+        if self.validation_choice not in VALIDATION_CHOICES:
+            raise ValueError(
+                f"{self.__class__.__name__}: validation must be one of {VALIDATION_CHOICES}, got {validation!r}"
+            )
+        self.heldout_size = self.default_heldout_size if heldout_size is None else int(heldout_size)
+        if self.heldout_size < 1:
+            raise ValueError(f"{self.__class__.__name__}: heldout_size must be at least 1, got {heldout_size}")
+        self.heldout_seed = int(heldout_seed)
         self.directory = pathlib.Path(directory).expanduser() if directory is not None else None
         if self.directory is not None and not self.directory.is_dir():
             raise NotADirectoryError(f"{self.__class__.__name__}: directory {str(self.directory)!r} is not a folder")
@@ -351,6 +374,11 @@ class MMKGBenchmark(MultiModalDataset):
 
     def _load(self) -> None:
         super()._load()
+        self._training, self._validation, validation_note = honest_splits(
+            self._training, self._validation, self._testing, self.validation_choice, self.heldout_size, self.heldout_seed
+        )
+        if self.validation_choice != "published":
+            logger.info("%s: validation split: %s", self.__class__.__name__, validation_note)
         pooling = {**self.pooling, **self.pooling_override}
         for factory in (self._training, self._testing, self._validation):
             if factory is not None:
@@ -359,6 +387,7 @@ class MMKGBenchmark(MultiModalDataset):
                     "name": self.folder_name,
                     "pooling": dict(pooling),
                     "feature_origin": dict(self.feature_origin),
+                    "validation": validation_note,
                 }
 
     def load_modalities(self, entity_to_id: Mapping[str, int]) -> dict[str, ModalityFeatures]:
@@ -607,6 +636,8 @@ class DB15K(MMKGBenchmark):
 
     folder_name = "DB15K"
     authors_folder = "DB15K"
+    # 6,584 of its 7,481 unique validation triples are training triples and 824 test triples (73 its own)
+    default_validation = "heldout"
     required_files = _momok_specs("DB15K")
     optional_files = (
         _shared_spec("DB15K", "DB15K_ImageIndex.txt", f"{_MMKB_RAW}/DB15K/DB15K_ImageIndex.txt"),
