@@ -10,14 +10,19 @@ import io
 import os
 import pathlib
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from pykeen_momok.datasets.download import (
     BASE_URL_ENV,
+    DEADLINE_ENV,
     ChecksumError,
     DownloadError,
     Downloader,
@@ -28,6 +33,7 @@ from pykeen_momok.datasets.download import (
     file_digests,
     git_blob_sha1,
     safe_extract,
+    verify_local_file,
 )
 from conftest import SHARED_DATA, shared_dataset_dir
 
@@ -253,6 +259,178 @@ def test_shared_files_download_verified_by_their_published_checksums(tmp_path):
         paths = downloader.ensure_all()
     assert sorted(requests) == ["/MKG-Y/relation2id.txt", "/MKG-Y/valid.txt"]
     assert paths["valid.txt"].read_bytes() == (SHARED_DATA / "MKG-Y" / "valid.txt").read_bytes()
+
+
+# -- stalled mirrors, interrupted and concurrent downloads ----------------------------------------
+
+
+class _TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``server.payload``, one byte every ``server.delay`` seconds.
+
+    With ``server.trickle_headers`` the status line and headers trickle too. Every socket read on the client
+    side returns within the delay, so a per-read timeout never fires.
+    """
+
+    def log_message(self, format, *args):  # noqa: A002 -- keep test output quiet
+        pass
+
+    def do_GET(self):  # noqa: N802
+        server = self.server
+        server.requests.append(self.path)
+        head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(server.payload)}\r\n\r\n".encode()
+        if not server.trickle_headers:
+            self.wfile.write(head)
+            head = b""
+        try:
+            for index in range(len(head) + len(server.payload)):
+                if server.stop.is_set():
+                    return
+                byte = (head + server.payload)[index : index + 1]
+                self.wfile.write(byte)
+                self.wfile.flush()
+                server.stop.wait(server.delay)
+        except OSError:  # the client went away
+            pass
+
+
+@contextlib.contextmanager
+def trickle(payload: bytes, delay: float, trickle_headers: bool = False):
+    """A server on 127.0.0.1 that sends ``payload`` slowly; yield (base url, request log)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrickleHandler)
+    server.daemon_threads = True
+    server.payload, server.delay, server.trickle_headers = payload, delay, trickle_headers
+    server.requests, server.stop = [], threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.requests
+    finally:
+        server.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _payload_spec(payload: bytes, name: str = "train.txt") -> RemoteFile:
+    return RemoteFile(name=name, sha256=hashlib.sha256(payload).hexdigest(), size=len(payload))
+
+
+@pytest.mark.parametrize("trickle_headers", [False, True], ids=["body", "headers"])
+def test_a_trickling_mirror_hits_the_overall_deadline(tmp_path, trickle_headers):
+    """Issue 12: one byte every 50 ms keeps every read under the 60 s timeout; the deadline ends it."""
+    payload = b"a r b .\n" * 250
+    cache = tmp_path / "cache"
+    with trickle(payload, delay=0.05, trickle_headers=trickle_headers) as (url, _):
+        downloader = Downloader("toy", [_payload_spec(payload)], base_url=url, cache_root=cache, progress=False, deadline=1.0)
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=r"did not finish within 1 s") as info:
+            downloader.ensure("train.txt")
+        elapsed = time.monotonic() - start
+    assert elapsed < 10, elapsed
+    assert f"{url}/toy/train.txt" in str(info.value)
+    assert _cache_leftovers(cache / "toy") == []  # no .part file
+
+
+def test_a_stalled_download_is_abandoned(tmp_path):
+    payload = b"x" * 5000
+    cache = tmp_path / "cache"
+    with trickle(payload, delay=0.05) as (url, _):
+        downloader = Downloader(
+            "toy", [_payload_spec(payload)], base_url=url, cache_root=cache, progress=False, stall_timeout=1.0
+        )
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=r"stalled: less than 1024 bytes arrived in 1 s"):
+            downloader.ensure("train.txt")
+    assert time.monotonic() - start < 10
+    assert _cache_leftovers(cache / "toy") == []
+
+
+def test_deadline_from_the_environment(monkeypatch):
+    monkeypatch.setenv(DEADLINE_ENV, "12.5")
+    assert Downloader("toy", []).deadline == 12.5
+    assert Downloader("toy", [], deadline=3).deadline == 3
+    with pytest.raises(ValueError, match="positive"):
+        Downloader("toy", [], stall_timeout=0)
+
+
+_KILLED_DOWNLOAD = """
+import sys
+from pykeen_momok.datasets.download import Downloader, RemoteFile
+url, cache, sha256, size = sys.argv[1:]
+spec = RemoteFile(name="train.txt", sha256=sha256, size=int(size))
+Downloader("toy", [spec], base_url=url, cache_root=cache, progress=False).ensure("train.txt")
+"""
+
+
+def test_a_download_killed_midway_leaves_nothing_the_next_one_keeps(mirror, tmp_path):
+    """Issue 12: a killed process leaves its .part file; the next download of the file removes it."""
+    root, good_url, _ = mirror
+    payload = (root / "toy" / "train.txt").read_bytes()
+    spec = _payload_spec(payload)
+    cache = tmp_path / "cache"
+    with trickle(payload, delay=0.05) as (slow_url, _):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_DOWNLOAD, slow_url, str(cache), spec.sha256, str(spec.size)],
+            env=dict(os.environ),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not [p for p in _cache_leftovers(cache / "toy") if p.endswith(".part")]:
+                assert process.poll() is None, "the download ended before it could be killed"
+                assert time.monotonic() < deadline, "no .part file appeared"
+                time.sleep(0.05)
+            time.sleep(0.3)  # some bytes written
+        finally:
+            process.kill()
+            process.wait()
+    assert [p for p in _cache_leftovers(cache / "toy") if p.endswith(".part")]  # what the kill left
+    path = Downloader("toy", [spec], base_url=good_url, cache_root=cache, progress=False).ensure("train.txt")
+    assert path.read_bytes() == payload
+    assert _cache_leftovers(cache / "toy") == ["train.txt"]
+
+
+def test_concurrent_downloads_of_one_file_fetch_it_once(tmp_path):
+    payload = b"a r b .\n" * 100
+    spec = _payload_spec(payload)
+    cache = tmp_path / "cache"
+    with trickle(payload, delay=0.001) as (url, requests):
+        def fetch(_):
+            return Downloader("toy", [spec], base_url=url, cache_root=cache, progress=False).ensure("train.txt")
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            paths = list(pool.map(fetch, range(2)))
+    assert paths[0] == paths[1] and paths[0].read_bytes() == payload
+    assert requests == ["/toy/train.txt"]  # the second waited for the first, then used its file
+    assert _cache_leftovers(cache / "toy") == ["train.txt"]
+
+
+def test_verify_none_skips_the_check_of_a_cached_file(mirror, tmp_path):
+    root, url, _ = mirror
+    cache = tmp_path / "cache"
+    Downloader("toy", _toy_specs(root), base_url=url, cache_root=cache, progress=False).ensure("notes.txt")
+    (cache / "toy" / "notes.txt").write_bytes(b"changed on purpose\n")
+    with pytest.raises(ChecksumError):
+        Downloader("toy", _toy_specs(root), base_url=url, cache_root=cache, progress=False).ensure("notes.txt")
+    unchecked = Downloader("toy", _toy_specs(root), base_url=url, cache_root=cache, progress=False, verify="none")
+    assert unchecked.ensure("notes.txt").read_bytes() == b"changed on purpose\n"
+    with pytest.raises(ValueError, match="verify must be one of"):
+        Downloader("toy", [], verify="sha256")
+
+
+def test_verify_local_file_accepts_the_crlf_copy_of_a_crlf_published_file(tmp_path):
+    lf = b"a\tr\tb\nb\tr\tc\n"
+    spec = RemoteFile(name="train.tsv", sha256=hashlib.sha256(lf).hexdigest(), size=len(lf), normalize_newlines=True)
+    path = tmp_path / "train.tsv"
+    for content in (lf, lf.replace(b"\n", b"\r\n")):
+        path.write_bytes(content)
+        verify_local_file(path, spec)
+    path.write_bytes(lf.replace(b"c", b"d").replace(b"\n", b"\r\n"))
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        verify_local_file(path, spec)
+    strict = RemoteFile(name="train.tsv", sha256=spec.sha256, size=spec.size)
+    path.write_bytes(lf.replace(b"\n", b"\r\n"))
+    with pytest.raises(ChecksumError, match="expected 12 bytes but got 14 bytes"):
+        verify_local_file(path, strict)
 
 
 # -- safe extraction ------------------------------------------------------------------------------

@@ -8,6 +8,12 @@ raises :class:`ChecksumError` naming the URL and the expected and actual values,
 in the cache. A file already in the cache is used without any network call; on use it is checked
 cheaply (size) or, with ``verify="full"``, re-hashed.
 
+A download has an overall time limit (``deadline``, default one hour per file) and is abandoned when
+less than 1 KiB arrives in ``stall_timeout`` seconds (default two minutes): a mirror that trickles a
+byte every few seconds never times out a single read, so neither would end it otherwise. Concurrent
+processes fetching the same file wait for each other (a file lock per file), and a ``.part`` file
+left by a killed process is deleted by the next download of that file.
+
 Where the files come from is overridable, so that tests and air-gapped mirrors work:
 
 - ``base_url=`` (constructor argument of :class:`Downloader` and of every benchmark class), or
@@ -22,24 +28,32 @@ absolute paths, ``..`` components, links, or anything else that would land outsi
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
+import http.client
 import logging
 import os
 import pathlib
 import shutil
+import socket
 import stat
 import tarfile
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "BASE_URL_ENV",
     "VERIFY_ENV",
+    "DEADLINE_ENV",
+    "VERIFY_CHOICES",
     "RemoteFile",
     "Downloader",
     "DownloadError",
@@ -49,6 +63,8 @@ __all__ = [
     "file_digests",
     "git_blob_sha1",
     "verify_file",
+    "verify_local_file",
+    "file_lock",
     "safe_extract",
     "dataset_cache_folder",
 ]
@@ -57,10 +73,16 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable naming the root URL of a mirror (``<root>/<dataset folder>/<file>``).
 BASE_URL_ENV = "PYKEEN_MOMOK_BASE_URL"
-#: Environment variable choosing how cached files are checked on use: ``size`` (default) or ``full``.
+#: Environment variable choosing how cached files are checked on use: ``size``, ``full`` or ``none``.
 VERIFY_ENV = "PYKEEN_MOMOK_VERIFY"
+#: ``"full"``: hash the content; ``"size"``: compare the size only; ``"none"``: no check (a copy changed on purpose).
+VERIFY_CHOICES = ("full", "size", "none")
+#: Environment variable giving the overall time limit of one file's download, in seconds.
+DEADLINE_ENV = "PYKEEN_MOMOK_DOWNLOAD_DEADLINE"
 
 _CHUNK = 1 << 20
+#: a download that receives fewer bytes than this within ``stall_timeout`` seconds is abandoned
+_STALL_BYTES = 1024
 _USER_AGENT = "pykeen-momok (+https://github.com/pykeen/pykeen)"
 
 
@@ -151,14 +173,21 @@ def verify_file(path: str | os.PathLike, spec: RemoteFile, *, full: bool = True,
     path = pathlib.Path(path)
     source = source or str(path)
     size = path.stat().st_size
+    _compare_size(spec, source, size)
+    if full and spec.has_checksum:
+        _compare_digests(spec, source, file_digests(path))
+
+
+def _compare_size(spec: RemoteFile, source: str, size: int) -> None:
     if spec.size is not None and size != spec.size:
         raise ChecksumError(
             f"{spec.name} from {source}: expected {spec.size} bytes but got {size} bytes "
             f"(truncated or wrong file; expected {spec.expected_str()})"
         )
-    if not full or not spec.has_checksum:
-        return
-    digests = file_digests(path)
+
+
+def _compare_digests(spec: RemoteFile, source: str, digests: Mapping[str, object]) -> None:
+    size = digests["size"]
     if spec.sha256 and digests["sha256"] != spec.sha256.lower():
         raise ChecksumError(
             f"{spec.name} from {source}: sha256 mismatch, expected {spec.sha256} but got {digests['sha256']} "
@@ -169,6 +198,56 @@ def verify_file(path: str | os.PathLike, spec: RemoteFile, *, full: bool = True,
             f"{spec.name} from {source}: git blob id mismatch, expected {spec.git_blob} but got "
             f"{digests['git_blob']} ({size} bytes; expected {spec.expected_str()})"
         )
+
+
+def _normalized_digests(path: pathlib.Path) -> dict[str, object]:
+    """``size``, ``sha256`` and ``git_blob`` of a file's content with CRLF line ends turned into LF."""
+    data = path.read_bytes().replace(b"\r\n", b"\n")
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "git_blob": git_blob_sha1(data)}
+
+
+def verify_local_file(path: str | os.PathLike, spec: RemoteFile, *, full: bool = True) -> None:
+    """Check a local copy (e.g. in a benchmark's ``directory=``) against ``spec``, as :func:`verify_file`.
+
+    A file published with CRLF line ends (``spec.normalize_newlines``) is compared with CRLF turned into LF,
+    as after a download: its original CRLF copy and an LF copy are both the published file.
+    """
+    path = pathlib.Path(path)
+    try:
+        verify_file(path, spec, full=full)
+        return
+    except ChecksumError:
+        if not spec.normalize_newlines or b"\r\n" not in path.read_bytes():
+            raise
+    digests = _normalized_digests(path)
+    source = f"{path} (with its CRLF line ends turned into LF)"
+    _compare_size(spec, source, int(digests["size"]))  # type: ignore[arg-type]
+    if full and spec.has_checksum:
+        _compare_digests(spec, source, digests)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created as needed), across processes; log when waiting for another.
+
+    The operating system releases the lock of a killed process, so a kill never leaves it held.
+
+    :param what: what the holder does, for the log message (e.g. ``"downloading train.txt"``)
+    """
+    from filelock import FileLock, Timeout
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        logger.info("waiting for another process %s (lock %s)", what, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def dataset_cache_folder(key: str, cache_root: str | os.PathLike | None = None) -> pathlib.Path:
@@ -213,9 +292,12 @@ class Downloader:
         instead of its public URL. Defaults to the environment variable :data:`BASE_URL_ENV`.
     :param mirror_folder: the dataset's folder name in a mirror (e.g. ``"MKG-Y"``); defaults to ``key``
     :param cache_root: a folder to use instead of PyKEEN's pystow cache (files go to ``cache_root/key``)
-    :param verify: how a cached file is checked on use: ``"size"`` (cheap, default) or ``"full"`` (hash);
-        defaults to the environment variable :data:`VERIFY_ENV`
+    :param verify: how a cached file is checked on use: ``"size"`` (cheap, default), ``"full"`` (hash) or
+        ``"none"``; defaults to the environment variable :data:`VERIFY_ENV`. Downloads are always hashed.
     :param timeout: socket timeout in seconds for each request
+    :param deadline: the most seconds one file's download may take, from connecting to the last byte; default:
+        the environment variable :data:`DEADLINE_ENV`, else 3600
+    :param stall_timeout: a download that receives less than 1 KiB in this many seconds is abandoned
     :param progress: show a tqdm progress bar while downloading
     """
 
@@ -229,6 +311,8 @@ class Downloader:
         cache_root: str | os.PathLike | None = None,
         verify: str | None = None,
         timeout: float = 60.0,
+        deadline: float | None = None,
+        stall_timeout: float = 120.0,
         progress: bool = True,
     ) -> None:
         self.key = key
@@ -237,10 +321,16 @@ class Downloader:
         self.mirror_folder = mirror_folder or key
         self.cache_root = cache_root
         verify = verify or os.environ.get(VERIFY_ENV) or "size"
-        if verify not in {"size", "full"}:
-            raise ValueError(f"verify must be 'size' or 'full', not {verify!r}")
+        if verify not in VERIFY_CHOICES:
+            raise ValueError(f"verify must be one of {VERIFY_CHOICES}, not {verify!r}")
         self.verify = verify
         self.timeout = timeout
+        if deadline is None:
+            deadline = float(os.environ.get(DEADLINE_ENV) or 3600.0)
+        if deadline <= 0 or stall_timeout <= 0:
+            raise ValueError(f"deadline and stall_timeout must be positive, got {deadline} and {stall_timeout}")
+        self.deadline = deadline
+        self.stall_timeout = stall_timeout
         self.progress = progress
 
     @property
@@ -288,19 +378,16 @@ class Downloader:
         spec = self.spec(name)
         path = self.path(spec)
         if path.is_file() and not force:
-            try:
-                verify_file(path, spec, full=self.verify == "full", source=f"the cache ({path})")
-            except ChecksumError as error:
-                raise ChecksumError(
-                    f"{error}. Delete {path} to download it again"
-                    + (f" from {self._url_or_none(spec)}" if self._url_or_none(spec) else "")
-                ) from None
-            logger.debug("using cached %s", path)
-            return path
+            return self._cached(spec, path)
         if spec.manual and not self.base_url:
             raise ManualDownloadRequired(self._manual_message(spec, reason="it cannot be downloaded by a script"))
         url = self.url_for(spec)
-        self._download(url, spec, path)
+        # one process at a time per file: a second one waits, then finds the file in place
+        with file_lock(self._lock_path(spec), f"downloading {self.key}/{spec.name}"):
+            if path.is_file() and not force:
+                return self._cached(spec, path)
+            self._remove_leftovers(path)
+            self._download(url, spec, path)
         return path
 
     def ensure_all(self, names: Iterable[str] | None = None) -> dict[str, pathlib.Path]:
@@ -310,6 +397,30 @@ class Downloader:
         return {name: self.ensure(name) for name in names}
 
     # -- internals ---------------------------------------------------------------------------------
+
+    def _cached(self, spec: RemoteFile, path: pathlib.Path) -> pathlib.Path:
+        if self.verify != "none":
+            try:
+                verify_file(path, spec, full=self.verify == "full", source=f"the cache ({path})")
+            except ChecksumError as error:
+                raise ChecksumError(
+                    f"{error}. Delete {path} to download it again"
+                    + (f" from {self._url_or_none(spec)}" if self._url_or_none(spec) else "")
+                ) from None
+        logger.debug("using cached %s", path)
+        return path
+
+    def _lock_path(self, spec: RemoteFile) -> pathlib.Path:
+        # beside the dataset's folder, so that the folder holds the dataset's files only
+        folder = self.folder
+        return folder.parent / ".momok-locks" / folder.name / (urllib.parse.quote(spec.name, safe="") + ".lock")
+
+    @staticmethod
+    def _remove_leftovers(path: pathlib.Path) -> None:
+        """Delete the ``.part`` files of downloads of ``path`` that were killed (the caller holds the file's lock)."""
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part*"):
+            logger.info("removing %s, left by an interrupted download", leftover)
+            leftover.unlink(missing_ok=True)
 
     def _url_or_none(self, spec: RemoteFile) -> str | None:
         try:
@@ -347,11 +458,23 @@ class Downloader:
             raise
 
     def _fetch(self, url: str, spec: RemoteFile, out) -> None:
+        with _Watchdog(self.deadline, self.stall_timeout) as watchdog:
+            try:
+                self._fetch_watched(url, spec, out, watchdog)
+            except DownloadError as error:
+                if watchdog.reason is None:
+                    raise
+                raise DownloadError(f"could not download {url}: {watchdog.reason}") from error
+            if watchdog.reason is not None:  # the watchdog shut the socket: what arrived looks like a short file
+                raise DownloadError(f"could not download {url}: {watchdog.reason}")
+
+    def _fetch_watched(self, url: str, spec: RemoteFile, out, watchdog: _Watchdog) -> None:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+        opener = urllib.request.build_opener(_WatchedHTTPHandler(watchdog), _WatchedHTTPSHandler(watchdog))
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310 -- http(s) URLs only
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
+            response = opener.open(request, timeout=self.timeout)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+            reason = watchdog.reason or getattr(error, "reason", error)
             raise DownloadError(
                 f"could not download {url}: {reason}. "
                 + self._manual_message(spec, reason="the download failed", url=url)
@@ -361,8 +484,9 @@ class Downloader:
             if spec.manual and content_type.startswith("text/html"):
                 # e.g. Google Drive's "cannot scan this file for viruses" confirmation page
                 raise ManualDownloadRequired(self._manual_message(spec, reason=f"{url} answered with an HTML page"))
-            total = response.headers.get("Content-Length")
-            total = int(total) if total and total.isdigit() else spec.size
+            length = response.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            total = length if length is not None else spec.size
             try:
                 from tqdm.auto import tqdm
 
@@ -377,20 +501,130 @@ class Downloader:
                 )
             except ImportError:  # pragma: no cover -- tqdm is a PyKEEN dependency
                 bar = None
+            # read1 returns what one receive brings, so that the watchdog sees progress as it happens
+            read = getattr(response, "read1", response.read)
+            received = 0
             try:
                 while True:
                     try:
-                        chunk = response.read(_CHUNK)
-                    except (OSError, ValueError) as error:
+                        chunk = read(_CHUNK)
+                    except (OSError, ValueError, http.client.HTTPException) as error:
                         raise DownloadError(f"could not download {url}: connection broke ({error})") from error
                     if not chunk:
                         break
                     out.write(chunk)
+                    received += len(chunk)
+                    watchdog.progress(received)
                     if bar is not None:
                         bar.update(len(chunk))
             finally:
                 if bar is not None:
                     bar.close()
+            if length is not None and received != length and watchdog.reason is None:
+                raise DownloadError(f"could not download {url}: the connection ended after {received} of {length} bytes")
+
+
+class _Watchdog:
+    """Shuts a download's sockets down when it passes its deadline or stalls.
+
+    A socket timeout bounds each receive only: a server sending a byte every few seconds keeps a download
+    alive for ever. This thread checks the elapsed time and the progress, and on a breach shuts down every
+    socket the download opened; the blocked receive then returns and :attr:`reason` says why.
+    """
+
+    def __init__(self, deadline: float, stall_timeout: float, poll: float = 0.1) -> None:
+        self.deadline = deadline
+        self.stall_timeout = stall_timeout
+        self.poll = poll
+        self.reason: str | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._received = 0
+        self._thread = threading.Thread(target=self._watch, name="pykeen-momok-download-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._start = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def progress(self, received: int) -> None:
+        """Record the number of bytes received so far."""
+        self._received = received
+
+    def create_connection(self, *args: object, **kwargs: object) -> socket.socket:
+        """:func:`socket.create_connection`, remembering the socket to shut it down on a breach."""
+        sock = socket.create_connection(*args, **kwargs)  # type: ignore[arg-type]
+        with self._lock:
+            self._sockets.append(sock)
+            breached = self.reason is not None
+        if breached:
+            _shutdown(sock)
+        return sock
+
+    def connection_class(self, http_class: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+        """Wrap an ``http.client`` connection class so that its sockets are watched."""
+
+        def connection(*args: object, **kwargs: object) -> http.client.HTTPConnection:
+            conn = http_class(*args, **kwargs)  # type: ignore[arg-type]
+            # http.client opens every socket (also the one under TLS, and a proxy tunnel) through this attribute
+            conn._create_connection = self.create_connection  # type: ignore[attr-defined]
+            return conn
+
+        return connection
+
+    def _watch(self) -> None:
+        mark_bytes, mark_time = 0, self._start
+        while not self._done.wait(self.poll):
+            now = time.monotonic()
+            if now - self._start > self.deadline:
+                self._breach(f"it did not finish within {self.deadline:g} s (deadline=, or {DEADLINE_ENV})")
+                return
+            if self._received - mark_bytes >= _STALL_BYTES:
+                mark_bytes, mark_time = self._received, now
+            elif now - mark_time > self.stall_timeout:
+                self._breach(f"it stalled: less than {_STALL_BYTES} bytes arrived in {self.stall_timeout:g} s")
+                return
+
+    def _breach(self, reason: str) -> None:
+        with self._lock:
+            self.reason = reason
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    """urllib's HTTP handler with the sockets of a :class:`_Watchdog`."""
+
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def do_open(self, http_class, req, **http_conn_args):  # noqa: D102
+        return super().do_open(self._watchdog.connection_class(http_class), req, **http_conn_args)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    """urllib's HTTPS handler with the sockets of a :class:`_Watchdog`."""
+
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def do_open(self, http_class, req, **http_conn_args):  # noqa: D102
+        return super().do_open(self._watchdog.connection_class(http_class), req, **http_conn_args)
 
 
 # -- safe archive extraction ---------------------------------------------------------------------
