@@ -213,6 +213,67 @@ def test_public_urls():
     assert fb["valid.tsv"].url.endswith("/data/FB15k-237/dev.tsv") and fb["valid.tsv"].normalize_newlines
 
 
+# -- directory= copies are checked against the published checksums (issue 12, item 2) ------------
+
+
+def _mkgy_copy(tmp_path: pathlib.Path, **changed: bytes) -> pathlib.Path:
+    """A folder with MKG-Y's files: links to the shared ones, and the ``changed`` files written anew."""
+    source = shared_dataset_dir("MKG-Y")
+    folder = tmp_path / "MKG-Y"
+    folder.mkdir()
+    for path in source.iterdir():
+        name = path.name
+        if name in changed:
+            (folder / name).write_bytes(changed[name])
+        else:
+            (folder / name).symlink_to(path)
+    return folder
+
+
+def test_directory_with_a_cut_training_file_is_refused(tmp_path):
+    lines = (SHARED_DATA / "MKG-Y" / "train.txt").read_bytes().splitlines(keepends=True)
+    folder = _mkgy_copy(tmp_path, **{"train.txt": b"".join(lines[:5000])})
+    with pytest.raises(ChecksumError) as info:
+        MKGY(directory=folder, cache_root=tmp_path, progress=False)
+    message = str(info.value)
+    assert str(folder / "train.txt") in message and "is not the published MKG-Y/train.txt" in message
+    assert "expected 1003671 bytes" in message and "verify='none'" in message
+    # a copy cut on purpose: verify="none" loads it as it is
+    cut = MKGY(directory=folder, cache_root=tmp_path, progress=False, verify="none")
+    assert cut.training.num_triples == 5000
+
+
+def test_directory_with_two_ids_swapped_is_refused(tmp_path):
+    lines = (SHARED_DATA / "MKG-Y" / "entity2id.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    (label_a, id_a), (label_b, id_b) = (lines[0].rsplit(None, 1), lines[1].rsplit(None, 1))
+    assert len(id_a) == len(id_b)  # the swap keeps the size: only a hash tells
+    lines[0], lines[1] = f"{label_a} {id_b}\n", f"{label_b} {id_a}\n"
+    folder = _mkgy_copy(tmp_path, **{"entity2id.txt": "".join(lines).encode("utf-8")})
+    assert (folder / "entity2id.txt").stat().st_size == (SHARED_DATA / "MKG-Y" / "entity2id.txt").stat().st_size
+    with pytest.raises(ChecksumError, match=r"entity2id.txt.*sha256 mismatch"):
+        MKGY(directory=folder, cache_root=tmp_path, progress=False)
+    with pytest.raises(ChecksumError, match=r"entity2id.txt"):
+        get_dataset(dataset="MKG-Y", dataset_kwargs=dict(directory=folder, cache_root=tmp_path, progress=False))
+    swapped = MKGY(directory=folder, cache_root=tmp_path, progress=False, verify="none", text_features=None)
+    assert swapped.training.entity_to_id[label_a.strip()] == int(id_b)
+
+
+def test_directory_with_changed_optional_features_is_refused(tmp_path):
+    data = bytearray((SHARED_DATA / "MKG-Y" / "text_minilm.npy").read_bytes())
+    data[-1] ^= 0xFF
+    folder = _mkgy_copy(tmp_path, **{"text_minilm.npy": bytes(data)})
+    dataset = MKGY(directory=folder, cache_root=tmp_path, progress=False)  # "auto" finds the file
+    with pytest.raises(ChecksumError, match=r"text_minilm.npy.*sha256 mismatch"):
+        dataset.training  # noqa: B018
+
+
+def test_verify_from_the_environment(tmp_path, monkeypatch):
+    lines = (SHARED_DATA / "MKG-Y" / "train.txt").read_bytes().splitlines(keepends=True)
+    folder = _mkgy_copy(tmp_path, **{"train.txt": b"".join(lines[:100])})
+    monkeypatch.setenv("PYKEEN_MOMOK_VERIFY", "none")
+    assert MKGY(directory=folder, cache_root=tmp_path, progress=False).training.num_triples == 100
+
+
 # -- the download path, for real, against 127.0.0.1 ----------------------------------------------
 
 

@@ -97,7 +97,7 @@ def test_only_given_texts_mark_the_rest_absent(minilm_dir, tmp_path):
 
 
 def test_benchmark_encodes_entity_names_when_asked(minilm_dir, tmp_path):
-    """``text_features="encode"`` on a tiny folder in the MKG-Y layout (directory= needs no checksums)."""
+    """``text_features="encode"`` on a tiny folder in the MKG-Y layout (not MKG-Y's files: ``verify="none"``)."""
     from pykeen_momok.datasets.benchmarks import MKGY
 
     folder = tmp_path / "tiny"
@@ -115,6 +115,7 @@ def test_benchmark_encodes_entity_names_when_asked(minilm_dir, tmp_path):
         text_encoder=minilm_dir,
         cache_root=tmp_path / "cache",
         progress=False,
+        verify="none",
     )
     text = dataset.training.modalities["text"]
     assert text.features.shape == (4, 384) and bool(text.present.all())

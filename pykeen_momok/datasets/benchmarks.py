@@ -4,7 +4,9 @@ Every class downloads its triple and id files on first use into PyKEEN's pystow 
 sub-folder named after the class, e.g. ``~/.data/pykeen/datasets/mkgy``), verifies them against
 the checksums below, and reuses them afterwards without network access. With ``directory=`` the
 files are read from a local folder laid out like the shared benchmark folder (``train.txt``,
-``valid.txt``, ``test.txt``, ``entity2id.txt``, ``relation2id.txt``, ...) and nothing is downloaded.
+``valid.txt``, ``test.txt``, ``entity2id.txt``, ``relation2id.txt``, ...) and nothing is downloaded;
+those files are checked against the same checksums (hashed by default: ``verify="full"``), so that a cut
+or edited copy is not mistaken for the benchmark. For a copy changed on purpose pass ``verify="none"``.
 
 .. code-block:: python
 
@@ -68,10 +70,13 @@ from .validation import VALIDATION_CHOICES, honest_splits
 from .download import (
     Downloader,
     ManualDownloadRequired,
+    VERIFY_ENV,
+    ChecksumError,
     RemoteFile,
     checksum_table,
     dataset_cache_folder,
     safe_extract,
+    verify_local_file,
 )
 
 __all__ = [
@@ -254,7 +259,10 @@ class MMKGBenchmark(MultiModalDataset):
         :param base_url: root URL of a mirror in the shared layout (``<base_url>/<folder>/<file>``); default:
             the environment variable ``PYKEEN_MOMOK_BASE_URL``, else the public repositories
         :param cache_root: a folder to use instead of PyKEEN's pystow cache
-        :param verify: how cached files are checked on use: ``"size"`` (default) or ``"full"`` (sha256)
+        :param verify: how the known files are checked on use against their published checksums: ``"full"``
+            (sha256 / git blob id; the default for ``directory=``, whose files were never verified), ``"size"``
+            (the default for the download cache, whose files were hashed when downloaded) or ``"none"`` (for a
+            copy changed on purpose); default: the environment variable ``PYKEEN_MOMOK_VERIFY``
         :param progress: show download progress bars
         :param eager: read everything now
         :param validation: what the validation split is: ``"published"`` (the file), ``"disjoint"`` (its triples
@@ -276,13 +284,15 @@ class MMKGBenchmark(MultiModalDataset):
         self.directory = pathlib.Path(directory).expanduser() if directory is not None else None
         if self.directory is not None and not self.directory.is_dir():
             raise NotADirectoryError(f"{self.__class__.__name__}: directory {str(self.directory)!r} is not a folder")
+        # a local copy was never verified, unlike a download: hash it by default (the known files are small)
+        self.verify = verify or os.environ.get(VERIFY_ENV) or ("full" if self.directory is not None else "size")
         self.downloader = Downloader(
             self._cache_key(),
             self.required_files + self.optional_files + ((self.mmkb_h5,) if self.mmkb_h5 else ()),
             base_url=base_url,
             mirror_folder=self.folder_name,
             cache_root=cache_root,
-            verify=verify,
+            verify=self.verify,
             progress=progress,
         )
         self.image_features = image_features
@@ -327,21 +337,44 @@ class MMKGBenchmark(MultiModalDataset):
 
     def _required_path(self, spec: RemoteFile) -> pathlib.Path:
         if self.directory is not None:
+            # a missing file is reported before a wrong one: it is the likelier mistake (a wrong folder)
+            for required in self.required_files:
+                if not (self.directory / required.name).is_file():
+                    raise FileNotFoundError(
+                        f"{self.__class__.__name__}: {required.name} is missing from directory={str(self.directory)!r}; "
+                        f"the folder must hold {[s.name for s in self.required_files]} (the layout of the shared "
+                        f"benchmark folder). Get it from {required.url or 'the shared benchmark folder'} (expected "
+                        f"{required.expected_str()})"
+                    )
             path = self.directory / spec.name
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{self.__class__.__name__}: {spec.name} is missing from directory={str(self.directory)!r}; the "
-                    f"folder must hold {[s.name for s in self.required_files]} (the layout of the shared benchmark "
-                    f"folder). Get it from {spec.url or 'the shared benchmark folder'} (expected {spec.expected_str()})"
-                )
+            self._check_local_copy(spec, path)
             return path
         return self.downloader.ensure(spec)
 
+    def _check_local_copy(self, spec: RemoteFile, path: pathlib.Path) -> None:
+        """Check a ``directory=`` file against the benchmark's published checksums (unless ``verify="none"``)."""
+        if self.verify == "none" or not (spec.has_checksum or spec.size is not None):
+            return
+        try:
+            verify_local_file(path, spec, full=self.verify == "full")
+        except ChecksumError as error:
+            raise ChecksumError(
+                f"{self.__class__.__name__}: {path} is not the published {self.folder_name}/{spec.name}: {error}. "
+                f"If the copy is changed on purpose, pass verify='none' (or set {VERIFY_ENV}=none) to use it "
+                f"unchecked; a knowledge graph of your own is read by MultiModalDataset.from_directory"
+            ) from None
+
     def _local_file(self, name: str) -> pathlib.Path | None:
-        """A file from ``directory`` or the cache, without downloading."""
+        """A file from ``directory`` or the cache, without downloading; checked when its checksums are known."""
         for folder in (self.directory, None if self.directory is not None else self.cache_folder):
             if folder is not None and (folder / name).is_file():
-                return folder / name
+                spec = self.downloader.files.get(name)
+                if spec is None:
+                    return folder / name
+                if folder == self.directory:
+                    self._check_local_copy(spec, folder / name)
+                    return folder / name
+                return self.downloader.ensure(spec)  # in the cache: checked as the cache's files are
         return None
 
     def _optional_file(self, name: str, *, download: bool) -> pathlib.Path | None:
