@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
+import pathlib
 import sys
 import time
 from collections.abc import Sequence
@@ -57,6 +60,11 @@ def run_demo(
     (600 entities, d = 32), so threads cost more in synchronisation than they save (on 2 cores, MoMoK took
     160 s with 2 threads and 53 s with 1).
     """
+    for name, value in (("epochs", epochs), ("dim", dim), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     runs = {
         "MoMoK": dict(
             model="MoMoK",
@@ -111,11 +119,63 @@ def _format(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+def _integer(text: str, low: int, high: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        allowed = f"{low} or more" if high is None else f"from {low} to {high}"
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
     return value
+
+
+def _non_negative(text: str) -> int:
+    return _integer(text, 0)
+
+
+def _positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _seed(text: str) -> int:
+    # numpy's seeding, which PyKEEN's set_random_seed calls, takes 0 .. 2**32 - 1
+    return _integer(text, 0, 2**32 - 1)
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _check_output(parser: argparse.ArgumentParser, path: str | None) -> None:
+    """Fail before training, not after, if the JSON file cannot be written."""
+    if path is None:
+        return
+    target = pathlib.Path(path)
+    folder = target.parent
+    if target.is_dir():
+        parser.error(f"argument --json: {path!r} is a folder; expected a file path")
+    if not folder.is_dir():
+        parser.error(f"argument --json: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        parser.error(f"argument --json: {path!r} is not writable")
+
+
+def _check_dataset(parser: argparse.ArgumentParser, name: str) -> None:
+    """Fail with the known names, not a traceback, for a dataset PyKEEN does not know."""
+    from pykeen.datasets import dataset_resolver
+
+    try:
+        dataset_resolver.lookup(name)
+    except (KeyError, ValueError):
+        known = ", ".join(sorted(dataset_resolver.lookup_dict))
+        parser.error(f"argument --dataset: unknown dataset {name!r}; known: {known}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,11 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="train MoMoK and TuckER on the built-in synthetic MMKG and print filtered test metrics"
     )
     demo.add_argument("--dataset", default="SyntheticMMKG", help="any PyKEEN dataset name (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=40)
-    demo.add_argument("--dim", type=int, default=32, help="embedding and relation dimension of both models")
-    demo.add_argument("--lr", type=float, default=1e-2)
-    demo.add_argument("--batch-size", type=int, default=64)
-    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--epochs", type=_positive, default=40, help="1 or more (default: %(default)s)")
+    demo.add_argument(
+        "--dim", type=_positive, default=32, help="embedding and relation dimension of both models, 1 or more"
+    )
+    demo.add_argument("--lr", type=_learning_rate, default=1e-2, help="learning rate, > 0 (default: %(default)s)")
+    demo.add_argument("--batch-size", type=_positive, default=64, help="1 or more (default: %(default)s)")
+    demo.add_argument("--seed", type=_seed, default=42, help="0 to 2**32 - 1 (default: %(default)s)")
     demo.add_argument(
         "--threads",
         type=_non_negative,
@@ -140,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     args = parser.parse_args(argv)
+    _check_output(demo, args.json)
+    _check_dataset(demo, args.dataset)
     logging.basicConfig(level=logging.WARNING)
     results = run_demo(
         dataset=args.dataset,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
@@ -28,6 +30,7 @@ from .triples import FILLS, Fill, ModalityFeatures
 
 __all__ = [
     "FEATURE_SUFFIXES",
+    "LABEL_WHITESPACE",
     "DataFormatError",
     "FeatureSource",
     "Unknown",
@@ -37,6 +40,8 @@ __all__ = [
     "read_id_map",
     "read_label_list",
     "read_lines",
+    "split_fields",
+    "strip_label",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,8 +76,32 @@ def _where(path: PathLike, line: int | None = None) -> str:
 # text files ----------------------------------------------------------------------------------------
 
 
+#: The characters stripped around labels and that separate the fields of ``head relation tail .`` lines.
+#: ASCII only, on purpose: Unicode separators (U+0085, U+00A0, U+2028, ...) occur inside real labels and
+#: are kept as they are (``str.split()``/``str.strip()`` would split or strip them).
+LABEL_WHITESPACE = " \t\r\f\v"
+_FIELD_SEPARATOR = re.compile(f"[{re.escape(LABEL_WHITESPACE)}]+")
+
+
+def strip_label(label: str) -> str:
+    """Remove the ASCII whitespace (:data:`LABEL_WHITESPACE`) around a label.
+
+    A stray space (``'e1 '`` beside ``'e1'``) would otherwise make a second, phantom entity.
+    """
+    return label.strip(LABEL_WHITESPACE)
+
+
+def split_fields(line: str) -> list[str]:
+    """Split a line at runs of ASCII whitespace (:data:`LABEL_WHITESPACE`), ignoring it at both ends."""
+    stripped = strip_label(line)
+    return _FIELD_SEPARATOR.split(stripped) if stripped else []
+
+
 def read_lines(path: PathLike) -> list[str]:
     """Read a UTF-8 text file (an optional byte order mark is dropped) as a list of lines without line ends.
+
+    Lines end at ``"\n"``, ``"\r\n"`` or ``"\r"`` only: :meth:`str.splitlines` would also split at U+0085,
+    U+2028 and other separators that occur inside labels, and so cut one line of a file into two.
 
     :raises FileNotFoundError: if the file does not exist
     :raises DataFormatError: if the file is not valid UTF-8
@@ -81,27 +110,32 @@ def read_lines(path: PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist or is not a file")
     try:
+        # text mode turns "\r\n" and "\r" into "\n" (and nothing else)
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataFormatError(f"{str(path)!r} is not valid UTF-8 text: {error}") from error
-    return text.splitlines()
+    lines = text.split("\n")
+    if not lines[-1]:
+        lines.pop()  # after the line end of the last line (or an empty file)
+    return lines
 
 
 def read_label_list(path: PathLike) -> list[str]:
     """Read an entity label list: one label per line, in row order; anything after the first tab is ignored.
 
-    Trailing empty lines are ignored; an empty line inside the file, or a label listed twice, is an error.
+    Whitespace around a label is dropped (see :func:`strip_label`). Trailing empty lines are ignored; an
+    empty line inside the file, or a label listed twice, is an error.
 
     :param path: the label file
     :return: the labels, one per row of the matching feature file
     :raises DataFormatError: on empty or duplicate labels, naming the file and the lines
     """
     lines = read_lines(path)
-    while lines and not lines[-1].strip():
+    while lines and not strip_label(lines[-1]):
         lines.pop()
-    labels = [line.split("\t", 1)[0] for line in lines]
+    labels = [strip_label(line.split("\t", 1)[0]) for line in lines]
     for number, label in enumerate(labels, start=1):
-        if not label.strip():
+        if not label:
             raise DataFormatError(f"{_where(path, number)}: empty label (line: {lines[number - 1]!r})")
     _raise_on_duplicates(labels, path=path, what="label")
     return labels
@@ -125,31 +159,36 @@ def _raise_on_duplicates(labels: Sequence[str], *, path: PathLike, what: str) ->
 def read_id_map(path: PathLike) -> dict[str, int]:
     """Read an ``entity2id``/``relation2id`` file: ``label id`` or ``label<TAB>id`` per line.
 
-    Labels may contain spaces: each line is split at its *last* run of whitespace. The ids must be a
-    permutation of ``0 .. n-1``. An OpenKE-style first line holding only the number of entries is accepted
-    (and checked). Empty lines are skipped.
+    Labels may contain spaces: each line is split at its *last* run of (ASCII) whitespace, and whitespace
+    around the label is dropped (see :func:`strip_label`). The ids must be a permutation of ``0 .. n-1``.
+    An OpenKE-style first line holding only the number of entries is accepted (and checked). Empty lines
+    are skipped; a file without entries is an error.
 
     :param path: the id file
     :return: the mapping from labels to ids, in file order
     :raises DataFormatError: naming the file and line number, and showing the line, for a line without an
-        id, a non-integer id, an id out of range, a repeated id or a repeated label
+        id, a non-integer id, an id out of range, a repeated id or a repeated label; naming the file if it
+        holds no entries
     """
     lines = read_lines(path)
-    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if strip_label(line)]
+    if not numbered:
+        raise DataFormatError(f"{_where(path)} holds no entries; expected one 'label id' (or 'label<TAB>id') per line")
     declared: tuple[int, int] | None = None
-    if numbered:
-        number, line = numbered[0]
-        head = line.split()
-        if len(head) == 1 and head[0].isdigit() and len(numbered) > 1:
-            declared = (number, int(head[0]))
-            numbered = numbered[1:]
+    number, line = numbered[0]
+    head = split_fields(line)
+    if len(head) == 1 and head[0].isdigit() and len(numbered) > 1:
+        declared = (number, int(head[0]))
+        numbered = numbered[1:]
     labels: list[str] = []
     ids = np.empty(len(numbered), dtype=np.int64)
     for i, (number, line) in enumerate(numbered):
-        parts = line.rsplit(None, 1)
-        if len(parts) != 2:
+        parts = split_fields(line)
+        if len(parts) < 2:
             raise DataFormatError(f"{_where(path, number)}: expected 'label id', got {line!r}")
-        label, id_text = parts
+        # the label is everything before the last field, with its own inner spacing kept
+        id_text = parts[-1]
+        label = strip_label(strip_label(line)[: -len(id_text)])
         try:
             ids[i] = int(id_text)
         except ValueError:
@@ -210,6 +249,24 @@ def _tensor_to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.numpy()
 
 
+def _rows_to_numpy(path: pathlib.Path, rows: list | tuple) -> np.ndarray:
+    """Stack a list of rows (lists of numbers or 1-D tensors), as the reference's ``torch.Tensor(rows)`` accepts.
+
+    :return: shape: (len(rows), dim)
+    :raises DataFormatError: for rows of different lengths, or rows that are not numbers
+    """
+    converted = [_tensor_to_numpy(row) if isinstance(row, torch.Tensor) else row for row in rows]
+    lengths = {len(row) if isinstance(row, list | tuple | np.ndarray) else None for row in converted}
+    if None in lengths:
+        raise DataFormatError(f"{str(path)!r}: expected a list of rows (lists of numbers or 1-D tensors)")
+    if len(lengths) > 1:
+        raise DataFormatError(f"{str(path)!r}: the rows have different lengths {sorted(lengths)[:10]}")
+    try:
+        return np.asarray(converted, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DataFormatError(f"{str(path)!r}: the rows are not lists of numbers: {error}") from error
+
+
 def _read_raw(path: pathlib.Path, key: str | None) -> Any:
     """Read the array stored in a feature file, without validation."""
     suffix = path.suffix.lower()
@@ -229,7 +286,11 @@ def _read_raw(path: pathlib.Path, key: str | None) -> Any:
             return _tensor_to_numpy(obj)
         if isinstance(obj, np.ndarray):
             return obj
-        raise DataFormatError(f"{str(path)!r}: expected a tensor (or a dict of tensors), got {type(obj).__name__}")
+        if isinstance(obj, list | tuple):
+            return _rows_to_numpy(path, obj)
+        raise DataFormatError(
+            f"{str(path)!r}: expected a tensor, a list of rows, or a dict of those, got {type(obj).__name__}"
+        )
     if suffix in {".h5", ".hdf5"}:
         try:
             import h5py
@@ -280,8 +341,9 @@ def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
 def load_feature_matrix(path: PathLike, *, key: str | None = None) -> np.ndarray:
     """Read a feature matrix from ``.npy``, ``.npz``, ``.pt``/``.pth`` or ``.h5``/``.hdf5``.
 
-    ``.pt`` files are read with ``torch.load(..., weights_only=True)`` and may hold a tensor or a dict of
-    tensors; ``.npz`` and ``.h5`` files may hold several arrays. ``key`` chooses one; without it the file
+    ``.pt`` files are read with ``torch.load(..., weights_only=True)`` and may hold a tensor, a list of
+    rows (lists of numbers or 1-D tensors, as the reference code's ``torch.Tensor(...)`` accepts), or a dict
+    of those; ``.npz`` and ``.h5`` files may hold several arrays. ``key`` chooses one; without it the file
     must hold exactly one.
 
     :param path: the feature file
@@ -398,6 +460,7 @@ def align_features(
 
     values = torch.from_numpy(matrix if rows.size == num_rows else matrix[rows])
     ids_t = torch.as_tensor(ids, dtype=torch.long)
+    _check_zero_rows(values, ids_t, entity_to_id, name=name)
     features = torch.empty(num_entities, dim, dtype=torch.float32)
     present = torch.zeros(num_entities, dtype=torch.bool)
     features[ids_t] = values
@@ -423,6 +486,40 @@ def align_features(
             f"{num_absent} filled with {fill}"
         )
     return ModalityFeatures(features=features, present=present, fill=fill)
+
+
+def _check_zero_rows(
+    values: torch.Tensor, ids: torch.Tensor, entity_to_id: Mapping[str, int], *, name: str
+) -> None:
+    """Refuse features whose every row is zero; warn, with counts, about all-zero rows of present entities.
+
+    An all-zero row says nothing about its entity (it is often a placeholder for a missing image), yet it
+    counts as present, and L2 normalisation leaves it zero.
+
+    :param values: shape: (n, dim); the rows that belong to entities
+    :param ids: shape: (n,); the entity id of each row
+    :param entity_to_id: the graph's entity labels and ids, to name entities in the warning
+    :param name: the feature file, for messages
+    :raises DataFormatError: if all ``n`` rows are zero
+    """
+    zero = ~(values != 0).any(dim=1)
+    num_zero = int(zero.sum())
+    if not num_zero:
+        return
+    if num_zero == values.shape[0]:
+        raise DataFormatError(
+            f"{name}: all {num_zero} rows that belong to entities are all zeros; such features carry no information "
+            f"(expected at least one row with a non-zero value)"
+        )
+    label_of = {i: label for label, i in entity_to_id.items()}
+    labels = [label_of.get(i, i) for i in ids[zero].tolist()]
+    warnings.warn(
+        f"{name}: {num_zero} of the {values.shape[0]} entities with a feature row have an all-zero row "
+        f"{_head(labels)}; such a row says nothing about its entity but counts as present. "
+        f"Leave these entities out of the file (give a labels file) to have their rows filled instead",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -17,9 +19,11 @@ from torch.utils.checkpoint import checkpoint
 
 from .losses import MoMoKLoss
 from .nn.adapters import LinearAdapter, ModalityAdapter, PoolingAdapter
+from .nn.experts import EXPERT_INITS
 from .nn.interaction import MoMoKInteraction
 from .nn.tucker import autocast_state
 from .training import MutualInformationTerm
+from .triples import MultiModalTriplesFactory
 
 __all__ = ["FeatureTableInitializer", "MoMoK", "RECOMMENDED_PIPELINE_KWARGS"]
 
@@ -50,6 +54,73 @@ class FeatureTableInitializer(PretrainedInitializer):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return super().__call__(x).clone()
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    # bool is an int subclass: embedding_dim=True is a mistake, not 1
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_real(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
+
+
+def _check_parameters(
+    *,
+    embedding_dim: Any,
+    relation_dim: Any,
+    num_experts: Any,
+    mi_weight: Any,
+    mi_estimator_lr: Any,
+    mi_hidden_dim: Any,
+    input_dropout: Any,
+    core_dropout: Any,
+    hidden_dropout: Any,
+    fusion_dropout: Any,
+    expert_dropout: Any,
+    fusion_heads: Any,
+    gating_noise_epsilon: Any,
+    expert_init: Any,
+    flags: Mapping[str, Any],
+) -> None:
+    """Check MoMoK's hyperparameters before anything is built (a bad one would otherwise fail late, or never).
+
+    :raises ValueError: naming the first parameter outside its range, and the range
+    """
+    _check_int("embedding_dim", embedding_dim, 1)
+    _check_int("relation_dim", relation_dim, 1)
+    _check_int("num_experts", num_experts, 1)
+    _check_int("fusion_heads", fusion_heads, 1)
+    if mi_hidden_dim is not None:
+        _check_int("mi_hidden_dim", mi_hidden_dim, 2)  # the CLUB estimator's smallest hidden layer
+    _check_real("mi_weight", mi_weight, ">= 0", lambda x: x >= 0)
+    _check_real("mi_estimator_lr", mi_estimator_lr, "> 0", lambda x: x > 0)
+    _check_real("gating_noise_epsilon", gating_noise_epsilon, ">= 0", lambda x: x >= 0)
+    for name, value in (
+        ("input_dropout", input_dropout),
+        ("core_dropout", core_dropout),
+        ("hidden_dropout", hidden_dropout),
+        ("fusion_dropout", fusion_dropout),
+        ("expert_dropout", expert_dropout),
+    ):
+        _check_real(name, value, "in [0, 1)", lambda x: 0 <= x < 1)
+    if mi_hidden_dim is None and embedding_dim < 2:
+        raise ValueError(
+            f"embedding_dim={embedding_dim} needs mi_hidden_dim >= 2: the hidden size of the mutual-information "
+            f"estimator defaults to embedding_dim and must be at least 2"
+        )
+    if mi_weight > 0 and num_experts < 2:
+        raise ValueError(
+            f"num_experts={num_experts} leaves no pair of experts for the mutual-information term: pass "
+            f"num_experts >= 2, or mi_weight=0 to go without the term"
+        )
+    if expert_init not in EXPERT_INITS:
+        raise ValueError(f"expert_init must be one of {EXPERT_INITS}, got {expert_init!r}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 class MoMoK(ERModel):
@@ -166,8 +237,35 @@ class MoMoK(ERModel):
         :param fused: use the fused core contraction (``False``: the reference's per-query contraction; the
             same mathematics, slower, for benchmarks)
         :param kwargs: passed to :class:`~pykeen.models.ERModel` (``loss``, ``random_seed``, ...)
-        :raises ValueError: without inverse triples, or for unknown modality names or adapters
+        :raises ValueError: for a parameter outside its range (the message states the range), without inverse
+            triples, or for unknown modality names or adapters
         """
+        _check_parameters(
+            embedding_dim=embedding_dim,
+            relation_dim=relation_dim,
+            num_experts=num_experts,
+            mi_weight=mi_weight,
+            mi_estimator_lr=mi_estimator_lr,
+            mi_hidden_dim=mi_hidden_dim,
+            input_dropout=input_dropout,
+            core_dropout=core_dropout,
+            hidden_dropout=hidden_dropout,
+            fusion_dropout=fusion_dropout,
+            expert_dropout=expert_dropout,
+            fusion_heads=fusion_heads,
+            gating_noise_epsilon=gating_noise_epsilon,
+            expert_init=expert_init,
+            flags=dict(
+                normalize_features=normalize_features,
+                trainable_features=trainable_features,
+                gating_noise=gating_noise,
+                fused=fused,
+            ),
+        )
+        # numpy integers pass the check, but PyKEEN's shapes need Python ints
+        embedding_dim, relation_dim, num_experts, fusion_heads = map(
+            int, (embedding_dim, relation_dim, num_experts, fusion_heads)
+        )
         if not triples_factory.create_inverse_triples:
             raise ValueError(
                 "MoMoK answers (?, r, t) as (t, r^-1, ?) and needs inverse triples: create the triples factory or "
@@ -179,6 +277,14 @@ class MoMoK(ERModel):
         unknown = [name for name in names if name not in available]
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; the triples factory has {sorted(available)}")
+        if not names and modalities is None and isinstance(triples_factory, MultiModalTriplesFactory):
+            warnings.warn(
+                "MoMoK is built on a multi-modal triples factory that carries no modalities, so it uses the graph "
+                "structure alone (a mixture-of-experts TuckER); the dataset's feature files were not found or not "
+                "loaded (see its earlier messages). Pass modalities=[] if a structure-only model is what you want.",
+                UserWarning,
+                stacklevel=2,
+            )
         pooling = dict((getattr(triples_factory, "metadata", None) or {}).get("pooling") or {})
         adapters = dict(adapters or {})
         extra = sorted(set(adapters) - set(names))

@@ -145,6 +145,7 @@ def test_dataset_uses_entity2id_order_and_shares_everything(kg: pathlib.Path) ->
 
 def test_dataset_without_id_files(kg: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
     _write(kg / "train.tsv", _tsv(TRAIN))
+    _write(kg / "test.txt", _dot(TEST + [("a", "likes", "c")]))
     dataset = MultiModalDataset(
         kg / "train.tsv",  # TSV training, dot evaluation: detected per file
         kg / "test.txt",
@@ -158,7 +159,7 @@ def test_dataset_without_id_files(kg: pathlib.Path, caplog: pytest.LogCaptureFix
     assert training.entity_to_id == {"a": 0, "b": 1, "c": 2, "d": 3}
     assert training.relation_to_id == {"knows": 0, "likes": 1}
     assert not training.create_inverse_triples
-    assert dataset.testing.num_triples == 0  # its only triple names "e", unseen in training: dropped
+    assert dataset.testing.num_triples == 1  # its first triple names "e", unseen in training: dropped
     assert "test.txt', line 1: entity 'e' is not in the training triples" in caplog.text
     assert dataset.validation.num_triples == 1
     assert training.modalities["text"].present.tolist() == [True, True, True, False]
@@ -219,7 +220,7 @@ def test_dataset_is_lazy_and_repr_does_not_load(kg: pathlib.Path) -> None:
     assert "modalities=['image', 'text']" in repr(dataset)
     assert dataset._training is None
     assert MultiModalDataset.from_directory(kg, eager=True)._training is not None
-    no_validation = MultiModalDataset(kg / "train.txt", kg / "test.txt")
+    no_validation = MultiModalDataset(kg / "train.txt", kg / "test.txt", entity2id_path=kg / "entity2id.txt")
     assert no_validation.validation is None
     assert set(no_validation.factory_dict) == {"training", "testing"}
 

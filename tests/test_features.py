@@ -61,9 +61,9 @@ def test_load_pt_tensor_and_dict(tmp_path: pathlib.Path) -> None:
         load_feature_matrix(tmp_path / "d.pth")
     torch.save({"only": torch.ones(4, 2)}, tmp_path / "single.pt")
     assert load_feature_matrix(tmp_path / "single.pt").shape == (4, 2)
-    torch.save([torch.ones(2)], tmp_path / "list.pt")
-    with pytest.raises(DataFormatError, match=r"list\.pt.*expected a tensor"):
-        load_feature_matrix(tmp_path / "list.pt")
+    torch.save(3.5, tmp_path / "number.pt")
+    with pytest.raises(DataFormatError, match=r"number\.pt.*expected a tensor, a list of rows"):
+        load_feature_matrix(tmp_path / "number.pt")
 
 
 class _Payload:

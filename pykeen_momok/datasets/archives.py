@@ -149,8 +149,15 @@ def _to_numpy(obj, path: pathlib.Path) -> FeatureMatrix:
         if len(widths) != 1:
             raise ValueError(f"{path}: feature vectors of different widths {sorted(widths)}")
         return FeatureMatrix(np.stack(rows), labels=labels)
-    if isinstance(obj, (list, tuple)) and obj and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj):
-        rows = [np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float32).ravel() for v in obj]
+    # a list of rows: 1-D tensors or arrays, or lists of numbers (the reference code reads those with torch.Tensor(...))
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(v, (torch.Tensor, np.ndarray, list, tuple)) for v in obj):
+        try:
+            rows = [np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float32).ravel() for v in obj]
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: the rows are not lists of numbers: {error}") from error
+        widths = {r.shape[0] for r in rows}
+        if len(widths) != 1:
+            raise ValueError(f"{path}: feature vectors of different widths {sorted(widths)[:10]}")
         return FeatureMatrix(np.stack(rows))
     raise ValueError(f"{path}: expected a (num_entities, dim) tensor or array, got {type(obj).__name__}")
 
@@ -169,7 +176,8 @@ def load_pth_matrix(
 
     Loads with ``weights_only=True`` (tensors, and NumPy arrays through an allow-list of NumPy's
     reconstruction functions), so a crafted file cannot run code. Accepts a 2-d tensor or array, a
-    one-entry dict holding one, a ``{label: vector}`` dict, or a list of vectors.
+    one-entry dict holding one, a ``{label: vector}`` dict, or a list of vectors (1-D tensors, arrays or lists
+    of numbers).
 
     :param expected_shape: ``(rows, width)``; a ``None`` entry is not checked
     :param allow_pickle: load with ``weights_only=False`` (only for files you trust)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -27,10 +28,15 @@ from ..features import (
     labels_in_id_order,
     read_id_map,
     read_lines,
+    split_fields,
+    strip_label,
 )
 from ..triples import Fill, ModalityFeatures, MultiModalTriplesFactory
 
 __all__ = [
+    "HEADER_LINES",
+    "CommentPolicy",
+    "HeaderPolicy",
     "MultiModalDataset",
     "TriplesFormat",
     "detect_triples_format",
@@ -42,11 +48,34 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: ``"tsv"``: ``head<TAB>relation<TAB>tail``; ``"dot"``: ``head relation tail .`` (whitespace separated, as in
-#: the MMKGC benchmarks); ``"auto"``: decided per file from its first non-empty line.
+#: the MMKGC benchmarks); ``"auto"``: decided per file from its first triple line.
 TriplesFormat = Literal["auto", "tsv", "dot"]
 _FORMATS = ("auto", "tsv", "dot")
 #: What :func:`map_triples` does with a triple naming a label that has no id.
 UnknownLabels = Literal["error", "drop"]
+#: What the triple parsers do with a comment line (its first non-blank character is ``#``): ``"error"`` refuses
+#: it (read as a triple it would add entities such as ``'#'``), ``"skip"`` skips it, ``"keep"`` reads it as a
+#: triple (for labels that start with ``#``).
+CommentPolicy = Literal["error", "skip", "keep"]
+#: What the triple parsers do with the first triple line: ``"error"`` refuses it if it is a column header (one
+#: of :data:`HEADER_LINES`), ``"skip"`` skips it whatever it holds, ``"keep"`` reads it as a triple.
+HeaderPolicy = Literal["error", "skip", "keep"]
+_POLICIES = ("error", "skip", "keep")
+#: The column headers (compared in lower case, an optional final ``.`` ignored) refused on a first line.
+HEADER_LINES: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("head", "relation", "tail"),
+        ("head", "rel", "tail"),
+        ("h", "r", "t"),
+        ("subject", "predicate", "object"),
+        ("s", "p", "o"),
+        ("source", "relation", "target"),
+    }
+)
+_EXPECTED = {
+    "tsv": "'head<TAB>relation<TAB>tail' with non-empty labels",
+    "dot": "'head relation tail .' (whitespace separated labels without spaces, then ' .')",
+}
 
 PathLike = str | pathlib.Path
 
@@ -54,68 +83,166 @@ PathLike = str | pathlib.Path
 # parsing ---------------------------------------------------------------------------------------------
 
 
-def detect_triples_format(path: PathLike, lines: Sequence[str] | None = None) -> Literal["tsv", "dot"]:
-    """Decide the format of a triples file from its first non-empty line.
+def _check_policy(name: str, value: str) -> None:
+    if value not in _POLICIES:
+        raise ValueError(f"{name} must be one of {_POLICIES}, got {value!r}")
 
-    A line with a tab is ``"tsv"``; a line whose last whitespace-separated token is ``.`` is ``"dot"``.
 
-    :raises DataFormatError: naming the file and line if neither applies
+def _is_header(line: str) -> bool:
+    fields = [field.lower() for field in split_fields(line)]
+    if fields and fields[-1] == ".":
+        fields.pop()
+    return tuple(fields) in HEADER_LINES
+
+
+def _triple_lines(
+    path: PathLike, lines: Sequence[str], *, header: HeaderPolicy = "error", comments: CommentPolicy = "error"
+) -> list[tuple[int, str]]:
+    """Return the lines that hold triples, with their 1-based numbers: without empty, comment and header lines.
+
+    :raises DataFormatError: naming the file and line, for a comment line (``comments="error"``) or a first line
+        that is a column header (``header="error"``), saying how to skip it
     """
-    if lines is None:
-        lines = read_lines(path)
+    _check_policy("comments", comments)
+    _check_policy("header", header)
+    content: list[tuple[int, str]] = []
+    first = True
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        stripped = strip_label(line)
+        if not stripped:
             continue
-        if "\t" in line:
-            return "tsv"
-        if line.split()[-1] == ".":
-            return "dot"
+        if comments != "keep" and stripped.startswith("#"):
+            if comments == "skip":
+                continue
+            raise DataFormatError(
+                f"{str(path)!r}, line {number}: a comment line (it starts with '#'), not a triple: {line!r}; pass "
+                f"comments='skip' to skip such lines (MultiModalDataset(..., triples_comments='skip')), or "
+                f"comments='keep' if labels start with '#'"
+            )
+        if first:
+            first = False
+            if header == "skip":
+                continue
+            if header == "error" and _is_header(line):
+                raise DataFormatError(
+                    f"{str(path)!r}, line {number}: a column header, not a triple: {line!r}; pass header='skip' to "
+                    f"skip the first line (MultiModalDataset(..., triples_header='skip')), or header='keep' to read "
+                    f"it as a triple"
+                )
+        content.append((number, line))
+    return content
+
+
+def _line_format(line: str) -> Literal["tsv", "dot"] | None:
+    """The format a single line is written in, or None if it reads as neither."""
+    # 'h r t .' first: such a line may hold a tab ('a<TAB>r b .'), and as TSV its tail would be 'b .'
+    fields = split_fields(line)
+    if len(fields) == 4 and fields[3] == ".":
+        return "dot"
+    if "\t" in line:
+        return "tsv"
+    return None
+
+
+def _split_triple(line: str, fmt: Literal["tsv", "dot"]) -> list[str] | None:
+    """The three labels of a line (whitespace around them dropped), or None if the line is malformed."""
+    if fmt == "tsv":
+        fields = [strip_label(field) for field in line.split("\t")]
+        # tolerate a trailing '.' column (N-Triples style)
+        if len(fields) == 4 and fields[3] == ".":
+            fields = fields[:3]
+        return fields if len(fields) == 3 and all(fields) else None
+    fields = split_fields(line)
+    return fields[:3] if len(fields) == 4 and fields[3] == "." else None
+
+
+def _detect_format(path: PathLike, content: Sequence[tuple[int, str]]) -> Literal["tsv", "dot"]:
+    if not content:
+        return "tsv"  # no triples: either will do
+    number, line = content[0]
+    fmt = _line_format(line)
+    if fmt is None:
         raise DataFormatError(
             f"{str(path)!r}, line {number}: cannot tell the triples format: expected 'head<TAB>relation<TAB>tail' or "
             f"'head relation tail .', got {line!r}; pass triples_format='tsv' or 'dot'"
         )
-    return "tsv"  # an empty file: either will do
+    return fmt
 
 
-def _parse_triples(path: PathLike, fmt: TriplesFormat = "auto") -> tuple[np.ndarray, np.ndarray]:
+def detect_triples_format(
+    path: PathLike,
+    lines: Sequence[str] | None = None,
+    *,
+    header: HeaderPolicy = "error",
+    comments: CommentPolicy = "error",
+) -> Literal["tsv", "dot"]:
+    """Decide the format of a triples file from its first triple line (empty, comment and header lines aside).
+
+    A line of four whitespace-separated fields of which the last is ``.`` is ``"dot"`` (even with tabs); else a
+    line with a tab is ``"tsv"``.
+
+    :raises DataFormatError: naming the file and line if neither applies (and see :func:`read_triples_file`)
+    """
+    if lines is None:
+        lines = read_lines(path)
+    return _detect_format(path, _triple_lines(path, lines, header=header, comments=comments))
+
+
+def _parse_triples(
+    path: PathLike,
+    fmt: TriplesFormat = "auto",
+    *,
+    header: HeaderPolicy = "error",
+    comments: CommentPolicy = "error",
+) -> tuple[np.ndarray, np.ndarray]:
     """Parse a triples file; return the labels, shape (n, 3), and the 1-based line number of each triple, shape (n,)."""
     if fmt not in _FORMATS:
         raise ValueError(f"triples format must be one of {_FORMATS}, got {fmt!r}")
-    lines = read_lines(path)
-    if fmt == "auto":
-        fmt = detect_triples_format(path, lines)
-    numbers = np.asarray([i for i, line in enumerate(lines, start=1) if line.strip()], dtype=np.int64)
-    kept = [lines[i - 1] for i in numbers.tolist()]
-    if fmt == "tsv":
-        fields = [line.split("\t") for line in kept]
-        # tolerate a trailing '.' column (N-Triples style)
-        fields = [f[:3] if len(f) == 4 and f[3].strip() == "." else f for f in fields]
-        ok = np.fromiter((len(f) == 3 and all(f) for f in fields), dtype=bool, count=len(fields))
-        expected = "'head<TAB>relation<TAB>tail' with non-empty labels"
-    else:
-        fields = [line.split() for line in kept]
-        ok = np.fromiter((len(f) == 4 and f[3] == "." for f in fields), dtype=bool, count=len(fields))
-        fields = [f[:3] for f in fields]
-        expected = "'head relation tail .' (whitespace separated labels without spaces, then ' .')"
-    bad = np.flatnonzero(~ok)
-    if bad.size:
-        first = int(bad[0])
+    content = _triple_lines(path, read_lines(path), header=header, comments=comments)
+    detected = fmt == "auto"
+    if detected:
+        fmt = _detect_format(path, content)
+    fields = [_split_triple(line, fmt) for _, line in content]  # type: ignore[arg-type]
+    bad = [i for i, f in enumerate(fields) if f is None]
+    if bad:
+        number, line = content[bad[0]]
+        other = "dot" if fmt == "tsv" else "tsv"
+        hint = ""
+        if _split_triple(line, other) is not None:
+            hint = f"; the line reads as {_EXPECTED[other]}: pass triples_format={other!r}" + (
+                f" (the format {fmt!r} was decided from line {content[0][0]})" if detected else ""
+            )
         raise DataFormatError(
-            f"{str(path)!r}, line {numbers[first]}: malformed triple, expected {expected}, got {kept[first]!r}"
-            + (f" ({bad.size} malformed lines in total)" if bad.size > 1 else "")
+            f"{str(path)!r}, line {number}: malformed triple, expected {_EXPECTED[fmt]}, got {line!r}"
+            + (f" ({len(bad)} malformed lines in total)" if len(bad) > 1 else "")
+            + hint
         )
+    numbers = np.fromiter((number for number, _ in content), dtype=np.int64, count=len(content))
     return np.array(fields, dtype=object).reshape(-1, 3), numbers
 
 
-def read_triples_file(path: PathLike, fmt: TriplesFormat = "auto") -> np.ndarray:
+def read_triples_file(
+    path: PathLike,
+    fmt: TriplesFormat = "auto",
+    *,
+    header: HeaderPolicy = "error",
+    comments: CommentPolicy = "error",
+) -> np.ndarray:
     """Read label triples from a TSV file or a benchmark ``head relation tail .`` file.
 
+    Whitespace around labels is dropped (:func:`~pykeen_momok.features.strip_label`), so ``'e1 '`` is ``'e1'``.
+
     :param path: the file; empty lines are skipped
-    :param fmt: ``"tsv"``, ``"dot"``, or ``"auto"`` to decide from the first non-empty line
+    :param fmt: ``"tsv"``, ``"dot"``, or ``"auto"`` to decide from the first triple line
+    :param header: the first triple line: ``"error"`` refuses a column header such as ``head relation tail``
+        (:data:`HEADER_LINES`), ``"skip"`` skips the first line, ``"keep"`` reads it as a triple
+    :param comments: lines starting with ``#``: ``"error"`` refuses them, ``"skip"`` skips them, ``"keep"`` reads
+        them as triples
     :return: shape: (n, 3), dtype object (str); head, relation and tail labels
-    :raises DataFormatError: naming the file, line number and content of the first malformed line
+    :raises DataFormatError: naming the file, line number and content of the first malformed line (with a hint
+        when it reads in the other format), comment line or header line
     """
-    return _parse_triples(path, fmt)[0]
+    return _parse_triples(path, fmt, header=header, comments=comments)[0]
 
 
 def map_triples(
@@ -137,12 +264,12 @@ def map_triples(
     :param source: the triples file, for messages
     :param line_numbers: shape: (n,); the line of each triple in ``source``, for messages; default: 1..n
     :param unknown_entities: triples with an entity missing from ``entity_to_id``: ``"error"`` raises, ``"drop"``
-        drops them with a warning
+        drops them with a warning (but raises if that would drop every triple)
     :param unknown_relations: the same for relations missing from ``relation_to_id``
     :param id_sources: the entity and relation id files (None: the ids came from the training triples), for messages
     :return: shape: (m, 3), long; the mapped triples
     :raises DataFormatError: naming the file, line, label and triple of the first unknown label whose policy is
-        ``"error"``
+        ``"error"``; or naming the file, the number of triples and why, if every triple would be dropped
     """
     if line_numbers is None:
         line_numbers = np.arange(1, triples.shape[0] + 1)
@@ -151,7 +278,8 @@ def map_triples(
         index = pd.Index(list(mapping.keys()), dtype=object)
         values = np.fromiter(mapping.values(), dtype=np.int64, count=len(mapping))
         positions = index.get_indexer(triples[:, column])
-        ids[:, column] = np.where(positions >= 0, values[positions], -1)
+        # values[positions] would fail on an empty mapping (even for the -1 of unknown labels)
+        ids[:, column] = np.where(positions >= 0, values[positions], -1) if len(mapping) else -1
     unknown = ids < 0
     bad_entity = unknown[:, 0] | unknown[:, 2]
     bad_relation = unknown[:, 1]
@@ -176,11 +304,20 @@ def map_triples(
         rows = np.flatnonzero(mask)
         if rows.size and policy == "error":
             raise DataFormatError(describe(rows, kind))
+    reasons = []
     for mask, kind in ((bad_entity, "entity"), (bad_relation, "relation")):
         rows = np.flatnonzero(mask)
         if rows.size:
-            logger.warning(f"{describe(rows, kind)}; dropping them")
+            reasons.append(describe(rows, kind))
     keep = ~(bad_entity | bad_relation)
+    if len(triples) and not keep.any():
+        raise DataFormatError(
+            f"{str(source)!r}: all {len(triples)} triples would be dropped, none is left: " + "; ".join(reasons)
+            + ". Check that the files use the same labels (spelling, case), or give id files (entity2id, "
+            "relation2id) that list every entity and relation"
+        )
+    for reason in reasons:
+        logger.warning(f"{reason}; dropping them")
     return torch.from_numpy(ids if keep.all() else ids[keep])
 
 
@@ -264,6 +401,8 @@ class MultiModalDataset(LazyDataset):
         relation2id_path: PathLike | None = None,
         modalities: Mapping[str, FeatureSource | PathLike] | None = None,
         triples_format: TriplesFormat = "auto",
+        triples_header: HeaderPolicy = "error",
+        triples_comments: CommentPolicy = "error",
         create_inverse_triples: bool = True,
         eager: bool = False,
     ) -> None:
@@ -276,6 +415,10 @@ class MultiModalDataset(LazyDataset):
         :param relation2id_path: ``label id`` per line; fixes the relation ids
         :param modalities: per modality name, a feature source or a feature file whose rows follow the entity ids
         :param triples_format: ``"tsv"``, ``"dot"`` or ``"auto"`` (decided per file)
+        :param triples_header: the first line of each triples file: ``"error"`` refuses a column header such as
+            ``head relation tail``, ``"skip"`` skips the first line, ``"keep"`` reads it as a triple
+        :param triples_comments: lines starting with ``#`` in the triples files: ``"error"`` refuses them,
+            ``"skip"`` skips them, ``"keep"`` reads them as triples
         :param create_inverse_triples: whether the training factory creates inverse triples
         :param eager: read all files now
         :raises FileNotFoundError: if a given file does not exist
@@ -283,6 +426,8 @@ class MultiModalDataset(LazyDataset):
         """
         if triples_format not in _FORMATS:
             raise ValueError(f"triples_format must be one of {_FORMATS}, got {triples_format!r}")
+        _check_policy("triples_header", triples_header)
+        _check_policy("triples_comments", triples_comments)
         self.training_path = pathlib.Path(training_path)
         self.testing_path = pathlib.Path(testing_path)
         self.validation_path = pathlib.Path(validation_path) if validation_path is not None else None
@@ -292,6 +437,8 @@ class MultiModalDataset(LazyDataset):
             name: _as_source(name, value) for name, value in (modalities or {}).items()
         }
         self.triples_format = triples_format
+        self.triples_header = triples_header
+        self.triples_comments = triples_comments
         self._create_inverse_triples = create_inverse_triples
         self._training = self._testing = self._validation = None
 
@@ -326,12 +473,21 @@ class MultiModalDataset(LazyDataset):
             ("validation", self.validation_path),
         ):
             if path is not None:
-                triples, numbers = _parse_triples(path, self.triples_format)
+                triples, numbers = _parse_triples(
+                    path,
+                    self.triples_format,
+                    header=self.triples_header,
+                    comments=self.triples_comments,
+                )
+                if triples.shape[0] == 0:
+                    # an empty evaluation split would only fail after training, in the evaluator
+                    raise DataFormatError(
+                        f"{str(path)!r} ({key} triples) holds no triples"
+                        + ("; pass validation_path=None to go without validation" if key == "validation" else "")
+                    )
                 splits[key] = (path, triples, numbers)
 
         training_triples = splits["training"][1]
-        if training_triples.shape[0] == 0:
-            raise DataFormatError(f"{str(self.training_path)!r} holds no triples")
         if self.entity2id_path is not None:
             entity_to_id = read_id_map(self.entity2id_path)
         else:
@@ -505,6 +661,8 @@ class MultiModalDataset(LazyDataset):
         relation2id = directory / "relation2id.txt"
 
         detected = _detect_feature_files(directory)
+        if modalities is None:
+            _warn_missing_feature_files(directory, detected)
         sources: dict[str, FeatureSource | PathLike]
         if modalities is None or (isinstance(modalities, Sequence) and not isinstance(modalities, str)):
             names = list(detected) if modalities is None else list(modalities)
@@ -550,6 +708,34 @@ def _detect_feature_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     if duplicates:
         raise ValueError(f"{str(directory)!r}: several feature files for the same modality: {duplicates}")
     return {name: paths[0] for name, paths in found.items()}
+
+
+def _warn_missing_feature_files(directory: pathlib.Path, detected: Mapping[str, pathlib.Path]) -> None:
+    """Warn about modalities a user would expect from the folder but will not get.
+
+    That is: a ``<modality>_entities.txt`` label list without its feature file, and a folder without any feature
+    file (MoMoK then uses the structure alone).
+    """
+    orphans = sorted(
+        path.name
+        for path in directory.glob("*_entities.txt")
+        if path.is_file() and path.name[: -len("_entities.txt")] not in detected
+    )
+    if orphans:
+        warnings.warn(
+            f"{str(directory)!r}: {orphans} have no feature file <modality>{{{','.join(FEATURE_SUFFIXES)}}} next to "
+            f"them; those modalities are left out",
+            UserWarning,
+            stacklevel=3,
+        )
+    if not detected:
+        warnings.warn(
+            f"{str(directory)!r} holds no feature file (<modality>{{{','.join(FEATURE_SUFFIXES)}}}): the dataset "
+            f"has no modalities, and MoMoK will use the graph structure alone. Pass modalities=[] if that is what "
+            f"you want",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _relative_source(directory: pathlib.Path, source: FeatureSource) -> FeatureSource:

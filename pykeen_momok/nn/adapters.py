@@ -134,10 +134,18 @@ def _get_layout(layout: str | PoolingLayout) -> PoolingLayout:
 def l2_normalize_rows(features: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Divide every row by its Euclidean norm (``x / max(||x||_2, eps)``; all-zero rows stay zero).
 
+    Each row is first divided by its largest absolute value: the squares of finite float32 values above
+    ~1e19 overflow to inf (and the row would become 0), and those of values below ~1e-19 underflow to 0
+    (and the row would not be scaled to unit length). The result is the same up to rounding.
+
     :param features: shape ``(n, f)``
+    :param eps: the smallest norm divided by, after that scaling (only all-zero rows are below it)
     :return: shape ``(n, f)``
     """
-    return F.normalize(features, p=2.0, dim=-1, eps=eps)
+    scale = features.abs().amax(dim=-1, keepdim=True)
+    # all-zero rows keep their scale 1 (and stay zero)
+    scaled = features / torch.where(scale > 0, scale, torch.ones_like(scale))
+    return F.normalize(scaled, p=2.0, dim=-1, eps=eps)
 
 
 def reference_pool(features: torch.Tensor, layout: str | PoolingLayout) -> torch.Tensor:
