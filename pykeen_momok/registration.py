@@ -17,6 +17,11 @@ the user imported first:
    to call; the stand-in restores the real class, builds the resolver exactly as PyKEEN asked, and
    adds our classes to it. ``tests/test_registration.py`` checks every import order in fresh
    interpreters.
+
+The same hooks send :func:`pykeen.datasets.get_dataset` of *our* datasets to our own dataset cache
+(:func:`patch_dataset_cache`, :mod:`pykeen_momok.datasets.cache`): PyKEEN keys its cache by keyword
+arguments alone. That wraps a private PyKEEN function, so it is done only on the PyKEEN releases it was
+tested with, and every other dataset reaches PyKEEN's function exactly as before.
 """
 
 from __future__ import annotations
@@ -33,7 +38,15 @@ from typing import Any
 
 from class_resolver import ClassResolver
 
-__all__ = ["install", "register_model_and_loss", "register_if_ready", "register_datasets_if_ready", "patch_dataset_cache"]
+__all__ = [
+    "install",
+    "register_model_and_loss",
+    "register_if_ready",
+    "register_datasets_if_ready",
+    "patch_dataset_cache",
+    "is_momok_dataset",
+    "PATCHED_PYKEEN_RELEASES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -161,43 +174,82 @@ def _when_complete(fullname: str, marker: str, callback: Callable[[types.ModuleT
     return False
 
 
-def _inverse_triples_default(dataset_cls: type) -> bool | None:
-    parameter = inspect.signature(dataset_cls.__init__).parameters.get("create_inverse_triples")
-    if parameter is None or not isinstance(parameter.default, bool):
-        return None
-    return parameter.default
+#: The PyKEEN releases whose private ``pykeen.datasets.utils._cached_get_dataset`` :func:`patch_dataset_cache`
+#: was written and tested against (``setup.cfg`` pins PyKEEN to them).
+PATCHED_PYKEEN_RELEASES = ("1.11.",)
+_CACHED_GET_DATASET_PARAMETERS = ("dataset", "dataset_kwargs", "force")
+
+
+def _pykeen_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pykeen")
+    except PackageNotFoundError:  # pragma: no cover -- we are called from PyKEEN's own import
+        return "unknown"
+
+
+def _patch_refused(original: Callable[..., Any]) -> str | None:
+    """Why :func:`patch_dataset_cache` must leave ``original`` alone (None when it is the function we know)."""
+    version = _pykeen_version()
+    if not version.startswith(PATCHED_PYKEEN_RELEASES):
+        return f"PyKEEN {version} is not one of the releases {PATCHED_PYKEEN_RELEASES} it was written for"
+    try:
+        parameters = tuple(inspect.signature(original).parameters)
+    except (TypeError, ValueError):
+        parameters = ()
+    if parameters != _CACHED_GET_DATASET_PARAMETERS:
+        return f"pykeen.datasets.utils._cached_get_dataset takes {parameters}, not {_CACHED_GET_DATASET_PARAMETERS}"
+    return None
+
+
+def is_momok_dataset(cls: Any) -> bool:
+    """Whether a dataset class is ours: defined in this package, or a subclass of ``MultiModalDataset``."""
+    if not isinstance(cls, type):
+        return False
+    if cls.__module__ == "pykeen_momok" or cls.__module__.startswith("pykeen_momok."):
+        return True
+    base = sys.modules.get("pykeen_momok.datasets.base")  # not imported: no class can derive from it yet
+    return base is not None and issubclass(cls, base.MultiModalDataset)
 
 
 def patch_dataset_cache(utils: types.ModuleType) -> None:
-    """Make PyKEEN's dataset cache honour a dataset class's own ``create_inverse_triples`` default.
+    """Send ``get_dataset`` of *our* datasets to :func:`pykeen_momok.datasets.cache.get_dataset_cached`.
 
-    Dataset classes with ``cache_in_pykeen_home = False`` (generated ones) are built afresh on every call.
+    PyKEEN 1.11.1 keys its dataset cache by keyword arguments alone, while what our datasets hold depends on
+    files (see :mod:`pykeen_momok.datasets.cache`), and it rebuilds a cached dataset with
+    ``create_inverse_triples=False`` unless told. PyKEEN has no public hook for this, so its private
+    ``pykeen.datasets.utils._cached_get_dataset`` (which ``get_dataset`` calls by name) is wrapped:
 
-    ``get_dataset("DB15K")`` builds the dataset with its constructor's default (inverse triples on, as
-    MoMoK needs) and caches it, but PyKEEN 1.11.1 rebuilds cached datasets with
-    ``dataset_kwargs.get("create_inverse_triples", False)``: the second call would silently differ from
-    the first. This wrapper fills in the class's default when the caller gave none; classes whose default
-    is ``False`` (all of PyKEEN's own) behave exactly as before.
+    - every dataset that is not ours goes to PyKEEN's function with exactly the arguments it was given;
+    - the wrapper is installed only on the PyKEEN releases in :data:`PATCHED_PYKEEN_RELEASES`, and only if the
+      function has the signature we know; otherwise nothing is replaced and a warning says what that means.
     """
     original = utils._cached_get_dataset
     if getattr(original, "_momok_wrapped", False):
+        return
+    refused = _patch_refused(original)
+    if refused is not None:
+        logger.warning(
+            f"pykeen_momok: {refused}, so PyKEEN's dataset cache is left as it is. get_dataset() then caches the "
+            f"MoMoK datasets by keyword arguments only: a change of their files goes unseen (pass force=True in "
+            f"dataset_kwargs, or build the dataset class directly)"
+        )
         return
 
     @functools.wraps(original)
     def _cached_get_dataset(dataset, dataset_kwargs, force=False):
         from pykeen.datasets import dataset_resolver
 
-        kwargs = dict(dataset_kwargs or {})
-        cls = dataset_resolver.lookup(dataset)
-        if "create_inverse_triples" not in kwargs:
-            default = _inverse_triples_default(cls)
-            if default:
-                kwargs["create_inverse_triples"] = default
-        if not getattr(cls, "cache_in_pykeen_home", True):
-            # generated datasets: a cached copy would silently outlive a change of the generator
-            kwargs.pop("force", None)
-            return dataset_resolver.make(cls, kwargs)
-        return original(dataset, kwargs, force=force)
+        try:
+            cls = dataset_resolver.lookup(dataset)
+        except (KeyError, ValueError, TypeError):
+            cls = None  # PyKEEN's function says what is wrong with the name
+        if not is_momok_dataset(cls):
+            return original(dataset, dataset_kwargs, force=force)
+        from .datasets.cache import get_dataset_cached
+
+        return get_dataset_cached(cls, dataset_kwargs, force=force)
 
     _cached_get_dataset._momok_wrapped = True  # type: ignore[attr-defined]
     utils._cached_get_dataset = _cached_get_dataset
@@ -207,7 +259,7 @@ def install() -> None:
     """Make MoMoK and its loss resolvable by name, now or as soon as PyKEEN allows.
 
     The datasets are registered by PyKEEN itself from the ``pykeen.datasets`` entry points; here we only
-    make its dataset cache keep their inverse-triples default (:func:`patch_dataset_cache`).
+    send ``get_dataset`` of our datasets to our own cache (:func:`patch_dataset_cache`).
     """
     models = sys.modules.get(_MODELS)
     if models is not None and not hasattr(models, "model_resolver"):

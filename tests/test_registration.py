@@ -39,6 +39,8 @@ assert model_resolver.lookup("momok") is model_resolver.lookup("MoMoK")
 assert loss_resolver.lookup("MoMoKLoss").__module__ == "pykeen_momok.losses"
 assert dataset_resolver.lookup("SyntheticMMKG").__module__ == "pykeen_momok.datasets.synthetic"
 assert dataset_resolver.lookup("MKG-Y").__name__ == "MKGY" and dataset_resolver.lookup("FB15K-237-IMG").__name__ == "FB15k237IMG"
+import pykeen.datasets.utils
+assert getattr(pykeen.datasets.utils._cached_get_dataset, "_momok_wrapped", False), "dataset cache not routed"
 print("ok")
 """
 
@@ -76,3 +78,94 @@ def test_registration_is_idempotent():
     pykeen_momok.install()
     register_model_and_loss()
     assert model_resolver.lookup_dict == before
+
+
+# the dataset cache: only our datasets leave PyKEEN's, and only on the PyKEEN releases we know ----------
+
+
+def _recording_module():
+    """A stand-in for ``pykeen.datasets.utils`` whose ``_cached_get_dataset`` records its calls."""
+    import types
+
+    calls = []
+
+    def _cached_get_dataset(dataset, dataset_kwargs, force=False):
+        calls.append((dataset, dataset_kwargs, force))
+        return "from pykeen"
+
+    return types.SimpleNamespace(_cached_get_dataset=_cached_get_dataset), calls
+
+
+def test_datasets_that_are_not_ours_reach_pykeens_cache_untouched(monkeypatch):
+    import pykeen_momok.datasets.cache
+    from pykeen_momok.registration import patch_dataset_cache
+
+    utils, calls = _recording_module()
+    patch_dataset_cache(utils)
+    assert utils._cached_get_dataset._momok_wrapped
+    ours = []
+    monkeypatch.setattr(pykeen_momok.datasets.cache, "get_dataset_cached", lambda *args, **kwargs: ours.append(args))
+    kwargs = {"some": "thing"}
+    assert utils._cached_get_dataset("nations", kwargs) == "from pykeen"
+    assert utils._cached_get_dataset("Kinships", None, force=True) == "from pykeen"
+    assert calls == [("nations", kwargs, False), ("Kinships", None, True)] and calls[0][1] is kwargs
+    assert kwargs == {"some": "thing"}  # no create_inverse_triples added, nothing popped
+    assert utils._cached_get_dataset("no-such-dataset", {}) == "from pykeen"  # PyKEEN says what is wrong
+    utils._cached_get_dataset("MKG-Y", {"directory": "x"})
+    assert len(calls) == 3 and len(ours) == 1 and ours[0][0].__name__ == "MKGY"
+    patch_dataset_cache(utils)  # idempotent
+    assert utils._cached_get_dataset("nations", {}) == "from pykeen" and len(calls) == 4
+
+
+def test_pykeens_own_dataset_is_cached_by_pykeen():
+    from pykeen.constants import PYKEEN_DATASETS
+    from pykeen.datasets import Nations, get_dataset
+    from pykeen.datasets.utils import _digest_kwargs
+
+    dataset = get_dataset(dataset="nations")
+    assert isinstance(dataset, Nations) or type(dataset).__name__ == "EagerDataset"
+    assert not dataset.training.create_inverse_triples  # PyKEEN's default, not ours
+    assert PYKEEN_DATASETS.joinpath("nations", "cache", _digest_kwargs({}, ignore={"create_inverse_triples"})).is_dir()
+    assert not list(PYKEEN_DATASETS.joinpath("nations").glob("cache/momok-*"))
+
+
+@pytest.mark.parametrize("version", ["1.12.0", "2.0.0", "unknown"])
+def test_an_unknown_pykeen_release_is_left_alone(monkeypatch, caplog, version):
+    from pykeen_momok import registration
+
+    monkeypatch.setattr(registration, "_pykeen_version", lambda: version)
+    utils, _ = _recording_module()
+    original = utils._cached_get_dataset
+    with caplog.at_level("WARNING", logger="pykeen_momok.registration"):
+        registration.patch_dataset_cache(utils)
+    assert utils._cached_get_dataset is original
+    assert f"PyKEEN {version} is not one of the releases" in caplog.text and "force=True" in caplog.text
+
+
+def test_an_unknown_signature_is_left_alone(caplog):
+    import types
+
+    from pykeen_momok.registration import patch_dataset_cache
+
+    def _cached_get_dataset(dataset, dataset_kwargs, force=False, *, cache_root=None):
+        raise AssertionError("not to be called")
+
+    utils = types.SimpleNamespace(_cached_get_dataset=_cached_get_dataset)
+    with caplog.at_level("WARNING", logger="pykeen_momok.registration"):
+        patch_dataset_cache(utils)
+    assert utils._cached_get_dataset is _cached_get_dataset and "takes ('dataset'" in caplog.text
+
+
+def test_which_datasets_are_ours():
+    from pykeen.datasets import Nations
+
+    from pykeen_momok.datasets.base import MultiModalDataset
+    from pykeen_momok.datasets.benchmarks import MKGY
+    from pykeen_momok.datasets.synthetic import SyntheticMMKG
+    from pykeen_momok.registration import is_momok_dataset
+
+    class UsersGraph(MultiModalDataset):
+        pass
+
+    assert is_momok_dataset(MKGY) and is_momok_dataset(SyntheticMMKG) and is_momok_dataset(UsersGraph)
+    assert not is_momok_dataset(Nations) and not is_momok_dataset(None) and not is_momok_dataset("MKG-Y")
