@@ -377,9 +377,9 @@ class MultiModalDataset(LazyDataset):
 
     .. note::
 
-        ``create_inverse_triples`` defaults to True here, but :func:`pykeen.datasets.get_dataset` rebuilds a
-        cached dataset with ``dataset_kwargs.get("create_inverse_triples", False)``: pass it explicitly in
-        ``dataset_kwargs`` when going through PyKEEN's dataset cache.
+        Registered subclasses built through :func:`pykeen.datasets.get_dataset` are cached by
+        :mod:`pykeen_momok.datasets.cache`, not by PyKEEN's keyword-argument cache: the cache is keyed by the
+        files it was built from (and keeps ``create_inverse_triples=True`` when not given).
     """
 
     triples_factory_cls: ClassVar[type[MultiModalTriplesFactory]] = MultiModalTriplesFactory
