@@ -3,7 +3,8 @@
 A feature file holds one row per entity. Which row belongs to which entity is given either by a
 label list (one label per line, in row order; anything after a tab is ignored) or by an
 ``entity2id``-style file (``label id`` per line: row ``i`` belongs to the label with id ``i``), or,
-when neither is given, rows already follow the entity ids of the graph.
+when neither is given, rows already follow the entity ids of the graph. Whitespace around labels is
+dropped everywhere (:func:`strip_label`), so that label files and triple files agree.
 
 >>> from pykeen_momok.features import FeatureSource
 >>> source = FeatureSource("text.npy", labels="text_entities.txt", fill="mean")  # doctest: +SKIP
@@ -403,7 +404,7 @@ def align_features(
     :return: the aligned features, shape: (num_entities, dim), with the presence mask
     :raises DataFormatError: naming the files, for a row count that differs from the label count (or the number
         of entities), duplicate labels, unknown labels (with ``unknown="error"``), a wrong dimension, non-finite
-        rows, or no row matching any entity
+        rows, no row matching any entity, or rows that are all zeros (some all-zero rows only warn)
     """
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")

@@ -213,7 +213,8 @@ class MoMoK(ERModel):
         :param mi_estimator_lr: learning rate of the CLUB estimator's own Adam optimiser; the reference uses
             the model's learning rate, so set both to the same value
         :param mi_hidden_dim: hidden size of the CLUB estimator (``None``: its default)
-        :param modalities: which of the factory's modalities to use (``None``: all, ``[]``: structure only)
+        :param modalities: which of the factory's modalities to use (``None``: all, ``[]``: structure only; with
+            ``None`` on a :class:`~pykeen_momok.triples.MultiModalTriplesFactory` without modalities, a warning)
         :param adapters: per modality, ``"linear"`` (a learned projection to ``embedding_dim``, the default
             for user data) or a reference pooling layout (``"db15k-image"``, ``"text-12x64"``, ``"mkg-text"``,
             ``"identity"``). Default: the layout the dataset names in ``metadata["pooling"]``, else ``"linear"``.
@@ -280,8 +281,9 @@ class MoMoK(ERModel):
         if not names and modalities is None and isinstance(triples_factory, MultiModalTriplesFactory):
             warnings.warn(
                 "MoMoK is built on a multi-modal triples factory that carries no modalities, so it uses the graph "
-                "structure alone (a mixture-of-experts TuckER); the dataset's feature files were not found or not "
-                "loaded (see its earlier messages). Pass modalities=[] if a structure-only model is what you want.",
+                "structure alone (a mixture-of-experts TuckER): the dataset found or loaded no feature files. Give "
+                "the dataset its feature files (a benchmark dataset: image_features=/text_features=, or directory= "
+                "holding them), or pass modalities=[] if a structure-only model is what you want.",
                 UserWarning,
                 stacklevel=2,
             )

@@ -389,6 +389,23 @@ def test_a_download_killed_midway_leaves_nothing_the_next_one_keeps(mirror, tmp_
     assert _cache_leftovers(cache / "toy") == ["train.txt"]
 
 
+def test_an_interrupted_download_removes_its_part_file(tmp_path, monkeypatch):
+    """Ctrl-C (or any exception) in the middle of a download: the .part file goes with it."""
+    from pykeen_momok.datasets import download
+
+    payload = b"x" * 5000
+    cache = tmp_path / "cache"
+
+    def interrupt(self, received):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download._Watchdog, "progress", interrupt)
+    with trickle(payload, delay=0.001) as (url, _):
+        with pytest.raises(KeyboardInterrupt):
+            Downloader("toy", [_payload_spec(payload)], base_url=url, cache_root=cache, progress=False).ensure("train.txt")
+    assert _cache_leftovers(cache / "toy") == []
+
+
 def test_concurrent_downloads_of_one_file_fetch_it_once(tmp_path):
     payload = b"a r b .\n" * 100
     spec = _payload_spec(payload)

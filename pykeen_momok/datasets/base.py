@@ -645,6 +645,9 @@ class MultiModalDataset(LazyDataset):
         :return: the dataset
         :raises FileNotFoundError: if the folder, its training or testing file, or a requested modality is missing
         :raises ValueError: if a split or modality matches more than one file
+
+        With ``modalities=None`` a :class:`UserWarning` says when the folder holds no feature file at all, or a
+        ``<modality>_entities.txt`` without its feature file.
         """
         directory = pathlib.Path(directory)
         if not directory.is_dir():
