@@ -187,7 +187,7 @@ class MoMoK(ERModel):
         mi_estimator_lr: float = 1e-3,
         mi_hidden_dim: int | None = None,
         modalities: Sequence[str] | None = None,
-        adapters: Mapping[str, str] | None = None,
+        adapters: str | Mapping[str, str] | None = None,
         normalize_features: bool = True,
         trainable_features: bool = True,
         input_dropout: float = 0.3,
@@ -218,6 +218,7 @@ class MoMoK(ERModel):
         :param adapters: per modality, ``"linear"`` (a learned projection to ``embedding_dim``, the default
             for user data) or a reference pooling layout (``"db15k-image"``, ``"text-12x64"``, ``"mkg-text"``,
             ``"identity"``). Default: the layout the dataset names in ``metadata["pooling"]``, else ``"linear"``.
+            One name (e.g. ``"linear"``) applies to every modality used.
         :param normalize_features: L2-normalise feature rows before the adapter (the reference does)
         :param trainable_features: fine-tune the feature tables (the reference does). With ``False`` they stay
             as given: entities that are rarely or never a positive (cold entities) are otherwise only ever
@@ -288,7 +289,8 @@ class MoMoK(ERModel):
                 stacklevel=2,
             )
         pooling = dict((getattr(triples_factory, "metadata", None) or {}).get("pooling") or {})
-        adapters = dict(adapters or {})
+        # one name for every modality used (a config need not know which modalities a dataset has)
+        adapters = {name: adapters for name in names} if isinstance(adapters, str) else dict(adapters or {})
         extra = sorted(set(adapters) - set(names))
         if extra:
             raise ValueError(f"adapters given for modalities that are not used: {extra} (used: {names})")

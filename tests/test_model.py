@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from pykeen.datasets import get_dataset
 from pykeen.pipeline import pipeline
 from pykeen.triples import TriplesFactory
 
@@ -104,6 +105,36 @@ def test_loss_is_sum_of_per_head_bce(tiny):
         loss.process_lcwa_scores(torch.randn(2, 50), labels)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_softmax_head_loss_is_sum_of_per_head_cross_entropy(reduction):
+    """``head_loss="softmax"``: per head, -sum_t y~_t log softmax(S)_t with y~ = 0.9 y/|y|_1 + 0.1/E."""
+    loss = MoMoKLoss(label_smoothing=0.1, head_loss="softmax", reduction=reduction)
+    heads = torch.randn(3, 2, 50)
+    scores = heads.mean(dim=0)
+    scores.momok_head_scores = heads
+    labels = torch.zeros(2, 50)
+    labels[0, 1] = labels[1, 4] = labels[1, 7] = 1
+    target = 0.9 * labels / labels.sum(dim=1, keepdim=True) + 0.1 / 50
+    per_query = torch.stack([-(target * torch.log_softmax(heads[i], dim=-1)).sum(dim=-1) for i in range(3)])
+    expected = per_query.sum(dim=0).mean() if reduction == "mean" else per_query.sum()
+    assert torch.allclose(loss.process_lcwa_scores(scores, labels, num_entities=50), expected, atol=1e-5)
+    # it differs from the BCE objective on the same scores
+    bce = MoMoKLoss(label_smoothing=0.1, reduction=reduction).process_lcwa_scores(scores, labels, num_entities=50)
+    assert not torch.allclose(bce, expected)
+
+
+def test_softmax_head_loss_needs_one_to_n_scores(tiny):
+    loss = MoMoKLoss(head_loss="softmax")
+    positive, negative = torch.randn(4), torch.randn(4, 3)
+    positive.momok_head_scores, negative.momok_head_scores = torch.randn(3, 4), torch.randn(3, 4, 3)
+    with pytest.raises(ValueError, match="training_loop='lcwa'"):
+        loss.process_slcwa_scores(positive, negative)
+    with pytest.raises(ValueError, match="head_loss must be one of"):
+        MoMoKLoss(head_loss="hinge")
+    with pytest.raises(ValueError, match="reduction must be"):
+        MoMoKLoss(reduction="max")
+
+
 def test_estimator_and_model_optimisers_are_isolated(tiny):
     model = _model(tiny.training, mi_weight=1.0).train()
     estimator = {n: p.detach().clone() for n, p in model.mutual_information.named_parameters()}
@@ -182,50 +213,46 @@ def test_slcwa_and_default_loss_warn_but_train(tiny):
     assert np.isfinite(result.losses).all()
 
 
-def test_real_mkgy_pipeline_beats_random():
-    """A small MoMoK trained on MKG-Y (structure + name-derived text) through ``pipeline`` by dataset name.
+def test_real_mkgy_fast_recipe_ranks():
+    """The shipped fast recipe (``configs/momok_mkgy_fast.json``) at a small size learns MKG-Y within minutes.
 
-    10 epochs of the paper's objective (1-N, per-head BCE, CLUB) at d = 32, with the demo's fast-start
-    settings (no dropout, summed BCE, identity-initialised experts, fixed feature tables); about 4.5 minutes
-    on 2 CPU cores. A random ranker's expected MRR over MKG-Y's 15,000 entities is about 0.00068; measured
-    here: 0.0046 (6.8x; 7-8x on a GPU). The assertion asks for 4x: over the test set's ~5,300 ranked queries a
-    random ranker's MRR has a standard deviation of about 0.00014, so 4x lies some fourteen of them above it.
-    The reference code, by comparison, shows no signal in its first ~700 steps.
+    ``pipeline(model="MoMoK", dataset="MKG-Y")`` from the shared files (structure + name-derived text), the
+    config's settings with d = d_r = 32 and 2 epochs (about 1.5 minutes on 2 CPU cores), then a filtered
+    evaluation on the validation split. A random ranker's MRR over MKG-Y's 15,000 entities is about 0.00068
+    with a standard deviation of about 0.00014 over the split's 5,330 ranked queries. Measured here: see
+    ``MEASURED`` below (printed); the assertion asks for half of it, far more than 10 standard deviations.
     """
-    directory = shared_dataset_dir("MKG-Y")
-    result = pipeline(
-        model="MoMoK",
-        dataset="MKG-Y",
-        dataset_kwargs=dict(directory=directory, image_features=None),
-        loss="MoMoKLoss",
-        loss_kwargs=dict(reduction="sum"),
-        training_loop="lcwa",
-        model_kwargs=dict(
-            embedding_dim=32,
-            relation_dim=32,
-            num_experts=2,
-            mi_estimator_lr=1e-2,
-            input_dropout=0.0,
-            core_dropout=0.0,
-            hidden_dropout=0.0,
-            fusion_dropout=0.0,
-            gating_noise=False,
-            trainable_features=False,
-            expert_init="identity",
-        ),
-        optimizer_kwargs=dict(lr=1e-2),
-        training_kwargs=dict(batch_size=256),
-        evaluation_kwargs=dict(batch_size=512),
-        epochs=10,
-        random_seed=10010,
-    )
+    import json
+    import pathlib
+
+    from pykeen.evaluation import RankBasedEvaluator
+
+    config = json.loads((pathlib.Path(__file__).resolve().parents[1] / "configs" / "momok_mkgy_fast.json").read_text())
+    kwargs = config["pipeline"]
+    kwargs["dataset_kwargs"] = {**kwargs.get("dataset_kwargs", {}), "directory": shared_dataset_dir("MKG-Y")}
+    kwargs["model_kwargs"].update(embedding_dim=32, relation_dim=32)
+    kwargs["training_kwargs"].update(num_epochs=2)
+    kwargs.pop("stopper", None), kwargs.pop("stopper_kwargs", None)
+    result = pipeline(**kwargs)
     assert result.model.head_names == ("structure", "text", "joint")
-    assert result.losses[-1] < result.losses[0]
+    dataset = get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs["dataset_kwargs"])
+    metrics = RankBasedEvaluator().evaluate(
+        result.model,
+        dataset.validation.mapped_triples,
+        additional_filter_triples=[dataset.training.mapped_triples],
+        batch_size=1024,
+        use_tqdm=False,
+    )
+    mrr = metrics.get_metric("mrr")
     num_entities = result.model.num_entities
     random_mrr = sum(1.0 / k for k in range(1, num_entities + 1)) / num_entities
-    mrr = result.get_metric("mrr")
-    print(f"MEASURED MKG-Y test MRR {mrr:.5f}, random {random_mrr:.5f}, ratio {mrr / random_mrr:.1f}")
-    assert mrr > 4 * random_mrr, f"MRR {mrr:.5f} is not 4x a random ranker's {random_mrr:.5f}"
+    random_sd = 0.00014
+    print(f"MEASURED MKG-Y validation MRR {mrr:.5f} after 2 epochs, random {random_mrr:.5f}")
+    assert mrr > max(MKGY_FAST_MEASURED_MRR / 2, random_mrr + 10 * random_sd), mrr
+
+
+#: validation MRR of ``test_real_mkgy_fast_recipe_ranks`` measured on the 2-core CPU (see its docstring)
+MKGY_FAST_MEASURED_MRR = 0.03
 
 
 @pytest.mark.parametrize("trainable_features", [True, False])
@@ -269,3 +296,9 @@ def test_frozen_feature_tables(tiny):
     structure, *features = model.entity_representations
     assert all(id(p) in trained for p in structure.parameters())
     assert features and all(id(p) not in trained for rep in features for p in rep.parameters())
+
+
+def test_one_adapter_name_for_every_modality(tiny):
+    model = _model(tiny.training, adapters="linear")
+    assert [type(a).__name__ for a in model.interaction.adapters[1:]] == ["LinearAdapter", "LinearAdapter"]
+    assert _model(tiny.training, modalities=[], adapters="linear").head_names == ("structure",)
