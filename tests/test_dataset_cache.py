@@ -134,14 +134,14 @@ def test_without_directory_the_download_cache_is_followed_too(tmp_path):
         get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs)
 
 
-class LocalMMKG(MultiModalDataset):
+class RelativePathMMKG(MultiModalDataset):
     """A user's dataset from explicit paths, registered by the tests that use it."""
 
 
 @pytest.fixture
-def local_mmkg(monkeypatch):
-    key = dataset_resolver.normalize_cls(LocalMMKG)
-    monkeypatch.setitem(dataset_resolver.lookup_dict, key, LocalMMKG)
+def relative_path_mmkg(monkeypatch):
+    key = dataset_resolver.normalize_cls(RelativePathMMKG)
+    monkeypatch.setitem(dataset_resolver.lookup_dict, key, RelativePathMMKG)
     return key
 
 
@@ -154,7 +154,7 @@ def _small_kg(folder: pathlib.Path, num_triples: int) -> None:
     (folder / "image_entities.txt").write_text("".join(f"{e}\n" for e in entities), encoding="utf-8")
 
 
-def test_relative_paths_mean_the_files_of_the_working_folder(tmp_path, monkeypatch, local_mmkg):
+def test_relative_paths_mean_the_files_of_the_working_folder(tmp_path, monkeypatch, relative_path_mmkg):
     from pykeen_momok.features import FeatureSource
 
     for name, size in (("a", 3), ("b", 7)):
@@ -165,15 +165,15 @@ def test_relative_paths_mean_the_files_of_the_working_folder(tmp_path, monkeypat
         modalities={"image": FeatureSource("kg/image.npy", labels="kg/image_entities.txt")},
     )
     monkeypatch.chdir(tmp_path / "a")
-    assert get_dataset(dataset=LocalMMKG, dataset_kwargs=kwargs).training.num_triples == 3
+    assert get_dataset(dataset=RelativePathMMKG, dataset_kwargs=kwargs).training.num_triples == 3
     monkeypatch.chdir(tmp_path / "b")
-    in_b = get_dataset(dataset=LocalMMKG, dataset_kwargs=kwargs)
+    in_b = get_dataset(dataset=RelativePathMMKG, dataset_kwargs=kwargs)
     assert in_b.training.num_triples == 7 and in_b.training.modalities["image"].features.shape == (8, 2)
     monkeypatch.chdir(tmp_path / "a")
-    assert get_dataset(dataset=LocalMMKG, dataset_kwargs=kwargs).training.num_triples == 3
+    assert get_dataset(dataset=RelativePathMMKG, dataset_kwargs=kwargs).training.num_triples == 3
     # a feature file rewritten in place (same size): its times tell
     np.save(tmp_path / "a" / "kg" / "image.npy", -np.arange(8, dtype=np.float32).reshape(-1, 2))
-    assert float(get_dataset(dataset=LocalMMKG, dataset_kwargs=kwargs).training.modalities["image"].features.sum()) < 0
+    assert float(get_dataset(dataset=RelativePathMMKG, dataset_kwargs=kwargs).training.modalities["image"].features.sum()) < 0
 
 
 def test_the_package_version_is_part_of_the_key(tmp_path, monkeypatch):
