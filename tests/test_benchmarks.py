@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import warnings
 import zipfile
 
 import h5py
@@ -323,3 +324,29 @@ def test_get_dataset_by_name_and_pykeen_cache(tmp_path):
     assert second.training.modalities["text"] == first.training.modalities["text"]
     assert second.training.metadata["pooling"] == {"text": "mkg-text"}
     assert second.create_inverse_triples
+
+
+def test_auto_features_that_are_absent_warn(tmp_path):
+    """A benchmark folder without feature files gives a structure-only dataset, with a warning (issue 12, item 7)."""
+    folder = shared_dataset_dir("MKG-W")
+    with pytest.warns(UserWarning, match="no text features found locally") as caught:
+        dataset = MKGW(directory=folder, cache_root=tmp_path, progress=False)
+        dataset.training  # noqa: B018 -- load now
+    assert any("no image features found locally" in str(w.message) for w in caught)
+    assert dataset.training.modalities == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MKGW(directory=folder, cache_root=tmp_path / "b", progress=False, image_features=None, text_features=None).training  # noqa: B018
+
+
+def test_minilm_matrix_without_its_labels_file_warns(tmp_path):
+    folder = shared_dataset_dir("MKG-Y")
+    copy = tmp_path / "MKG-Y"
+    copy.mkdir()
+    for path in folder.iterdir():
+        if path.name != "text_minilm_entities.txt":
+            (copy / path.name).symlink_to(path)
+    with pytest.warns(UserWarning, match="text_minilm_entities.txt'] is missing"):
+        dataset = MKGY(directory=copy, cache_root=tmp_path / "c", progress=False, image_features=None)
+        dataset.training  # noqa: B018 -- load now
+    assert "text" not in dataset.training.modalities

@@ -47,6 +47,7 @@ import logging
 import os
 import pathlib
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -454,14 +455,14 @@ class MMKGBenchmark(MultiModalDataset):
                 result = self._from_kind(modality, kind, entity_to_id, download=False)
                 if result is not None:
                     return result
-            logger.info(
-                "%s: no %s features found locally; the modality is left out. Pass %s_features='authors' (manual "
-                "download from %s)%s, or a file.",
-                self.__class__.__name__,
-                modality,
-                modality,
-                AUTHORS_ARCHIVE_VIEW_URL,
-                ", 'mmkb'" if modality == "image" and self.mmkb_h5 else ", 'encode' with text_encoder=..." if modality == "text" else "",
+            hint = ", 'mmkb'" if modality == "image" and self.mmkb_h5 else ", 'encode' with text_encoder=..." if modality == "text" else ""
+            # a warning, not a log line: a model trained without a modality it was meant to have is a silent change
+            warnings.warn(
+                f"{self.__class__.__name__}: no {modality} features found locally; the modality is left out. Pass "
+                f"{modality}_features='authors' (manual download from {AUTHORS_ARCHIVE_VIEW_URL}){hint}, or a file; "
+                f"{modality}_features=None leaves it out without this warning.",
+                UserWarning,
+                stacklevel=4,
             )
             return None
         if choice not in _KINDS[modality]:
@@ -498,6 +499,15 @@ class MMKGBenchmark(MultiModalDataset):
         if kind == "minilm":
             names = [self._optional_file(name, download=download) for name in self.minilm_files]
             if any(path is None for path in names):
+                present = [path for path in names if path is not None]
+                if present:
+                    warnings.warn(
+                        f"{self.__class__.__name__}: {present[0]} is there but "
+                        f"{[n for n, p in zip(self.minilm_files, names) if p is None]} is missing: the MiniLM text "
+                        "features cannot be aligned to the entities and are not used",
+                        UserWarning,
+                        stacklevel=4,
+                    )
                 if download:
                     raise FileNotFoundError(
                         f"{self.__class__.__name__}: the MiniLM text features {list(self.minilm_files)} are only in the "
@@ -630,7 +640,8 @@ class MMKGBenchmark(MultiModalDataset):
         if path is None:
             return None
         texts = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
+        # split at line ends only: str.splitlines() would also split labels holding U+0085 or U+2028
+        for line in path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n"):
             if "\t" in line:
                 label, text = line.split("\t", 1)
                 texts[label] = text
