@@ -200,6 +200,7 @@ class MoMoK(ERModel):
         gating_noise: bool = True,
         gating_noise_epsilon: float = 0.01,
         fused: bool = True,
+        recompute_candidates: bool = True,
         **kwargs,
     ) -> None:
         r"""Initialize the model.
@@ -238,6 +239,8 @@ class MoMoK(ERModel):
         :param gating_noise_epsilon: floor of the gating noise scale (reference 0.01)
         :param fused: use the fused core contraction (``False``: the reference's per-query contraction; the
             same mathematics, slower, for benchmarks)
+        :param recompute_candidates: see :attr:`recompute_candidates`; ``False`` saves the recomputation time where
+            the memory is there (small dimensions)
         :param kwargs: passed to :class:`~pykeen.models.ERModel` (``loss``, ``random_seed``, ...)
         :raises ValueError: for a parameter outside its range (the message states the range), without inverse
             triples, or for unknown modality names or adapters
@@ -262,6 +265,7 @@ class MoMoK(ERModel):
                 trainable_features=trainable_features,
                 gating_noise=gating_noise,
                 fused=fused,
+                recompute_candidates=recompute_candidates,
             ),
         )
         # numpy integers pass the check, but PyKEEN's shapes need Python ints
@@ -352,6 +356,7 @@ class MoMoK(ERModel):
         self.mutual_information = MutualInformationTerm(
             dims=self.interaction.dims, weight=mi_weight, lr=mi_estimator_lr, hidden_dim=mi_hidden_dim
         )
+        self.recompute_candidates = recompute_candidates
         self._candidate_cache: tuple[tuple, list[torch.Tensor]] | None = None
         self._warned_slcwa = False
         if not isinstance(self.loss, MoMoKLoss):

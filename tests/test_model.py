@@ -302,3 +302,11 @@ def test_one_adapter_name_for_every_modality(tiny):
     model = _model(tiny.training, adapters="linear")
     assert [type(a).__name__ for a in model.interaction.adapters[1:]] == ["LinearAdapter", "LinearAdapter"]
     assert _model(tiny.training, modalities=[], adapters="linear").head_names == ("structure",)
+
+
+def test_recompute_candidates_option(tiny):
+    assert _model(tiny.training).recompute_candidates
+    model = _model(tiny.training, recompute_candidates=False)
+    assert not model.recompute_candidates
+    with pytest.raises(ValueError, match="recompute_candidates"):
+        _model(tiny.training, recompute_candidates="no")

@@ -69,7 +69,7 @@ class ModalityFusion(nn.Module):
             # (n, M, d): one ReLU(Linear(Dropout(x_m))) per modality; dropout drawn per head and modality
             v = torch.stack([torch.relu(lin(self.dropout(x))) for lin, x in zip(head, inputs)], dim=1)
             beta = torch.softmax(self.attention(v).squeeze(-1), dim=-1)  # (n, M)
-            context = torch.bmm(beta.unsqueeze(1), v).squeeze(1)  # (n, d)
+            context = (beta.unsqueeze(-1) * v).sum(dim=1)  # (n, d); faster than a bmm of (n, 1, M) x (n, M, d)
             out = context if out is None else out + context
             weights.append(beta.detach())
         self.last_attention = torch.stack(weights, dim=1)
