@@ -297,27 +297,26 @@ def _finish(process: subprocess.Popen, out: pathlib.Path) -> dict:
     return json.loads(out.read_text())
 
 
-def _writing_since(start: float) -> bool:
-    """Whether some process wrote a cached training factory of MKG-Y since ``start`` (wherever it writes it)."""
-    for path in PYKEEN_DATASETS.joinpath("mkgy").rglob("base.pth"):
-        try:
-            if path.parent.name == "training" and path.stat().st_mtime >= start:
-                return True
-        except FileNotFoundError:  # renamed meanwhile
-            continue
-    return False
+def _cached_training_files() -> set[pathlib.Path]:
+    """The stored training factories of MKG-Y, wherever a cache writes them (the old code wrote in place)."""
+    return {path for path in PYKEEN_DATASETS.joinpath("mkgy").rglob("training/base.pth")}
+
+
+def _writing_since(before: set[pathlib.Path]) -> bool:
+    """Whether a training factory was stored since ``before`` was taken (each test's folder has its own cache)."""
+    return bool(_cached_training_files() - before)
 
 
 def test_a_second_process_starting_while_the_first_writes_waits_for_it(tmp_path):
     """Before: the second read the half-written cache (FileNotFoundError .../training/base.pth, gzip EOFError)."""
     folder = _mkgy_copy(tmp_path)
     kwargs = _kwargs(folder, tmp_path)
-    start = time.time() - 1  # file times may be coarser than the clock
+    before = _cached_training_files()
     first, first_out = _start(folder, tmp_path, "first", "slow")
     second = None
     try:
         deadline = time.monotonic() + 120
-        while not _writing_since(start):  # the first is writing (and sleeps after each factory)
+        while not _writing_since(before):  # the first is writing (and sleeps after each factory)
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the first process never started writing"
             time.sleep(0.05)
@@ -339,10 +338,10 @@ def test_a_process_killed_while_writing_leaves_no_cache_behind(tmp_path):
     """Before: the half-written cache was used for ever after (no testing factory: an error on every load)."""
     folder = _mkgy_copy(tmp_path)
     kwargs = _kwargs(folder, tmp_path)
-    start = time.time() - 1
+    before = _cached_training_files()
     killed, _ = _start(folder, tmp_path, "killed", "kill")
     killed.communicate(timeout=300)
-    assert killed.returncode == -9 and _writing_since(start)  # killed after writing the training factory
+    assert killed.returncode == -9 and _writing_since(before)  # killed after writing the training factory
     expected = _summary(MKGY(**kwargs))
     after = get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs)
     assert _summary(after) == expected
