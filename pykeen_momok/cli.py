@@ -1,8 +1,18 @@
-"""Command line: ``pykeen-momok demo`` trains MoMoK and PyKEEN's TuckER on the same data and compares them."""
+"""Command line ``pykeen-momok``: train, evaluate and query MoMoK, and the ``demo`` comparison with TuckER.
+
+\b
+  pykeen-momok demo                                    MoMoK vs TuckER on the built-in SyntheticMMKG
+  pykeen-momok train --dataset MKG-Y -o runs/mkgy      train (PyKEEN's pipeline), write PyKEEN's results folder
+  pykeen-momok evaluate runs/mkgy --split test         filtered MRR, Hits@1/3/10 of a trained folder
+  pykeen-momok predict runs/mkgy --head H --relation R top-k tails, with each head's probability
+"""
 
 from __future__ import annotations
 
-import argparse
+import copy
+import csv
+import difflib
+import inspect
 import json
 import logging
 import math
@@ -10,13 +20,23 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["main", "run_demo"]
+import click
+
+__all__ = ["cli", "main", "run_demo"]
 
 METRICS = ("inverse_harmonic_mean_rank", "hits_at_1", "hits_at_3", "hits_at_10")
 METRIC_NAMES = ("MRR", "H@1", "H@3", "H@10")
+
+_TRUST = (
+    "FOLDER holds a whole pickled model (trained_model.pkl, PyKEEN's format): loading it can run code, so load only "
+    "folders you trust (ones you trained yourself)."
+)
+
+
+# the demo ----------------------------------------------------------------------------------------------
 
 
 def _train(model: str, dataset: str, epochs: int, dim: int, lr: float, batch_size: int, seed: int, **extra: Any):
@@ -119,107 +139,781 @@ def _format(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _integer(text: str, low: int, high: int | None = None) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < low or (high is not None and value > high):
-        allowed = f"{low} or more" if high is None else f"from {low} to {high}"
-        raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
-    return value
+# option types: errors read "argument --name: why" (the demo's messages since its argparse days) -----------
 
 
-def _non_negative(text: str) -> int:
-    return _integer(text, 0)
+class OptionError(click.BadParameter):
+    """A bad option value: ``Error: argument --name: why``, exit status 2."""
+
+    def format_message(self) -> str:  # noqa: D102
+        hint = self.param_hint
+        if hint is None and self.param is not None:
+            opts = getattr(self.param, "opts", None) or [self.param.name or "?"]
+            hint = "/".join(opts)
+        if isinstance(hint, list | tuple):
+            hint = "/".join(hint)
+        return f"argument {hint}: {self.message}" if hint else self.message
 
 
-def _positive(text: str) -> int:
-    return _integer(text, 1)
+class _Integer(click.ParamType):
+    name = "integer"
+
+    def __init__(self, low: int, high: int | None = None) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value))
+            except ValueError:
+                raise OptionError(f"expected an integer, got {value!r}", ctx=ctx, param=param) from None
+        if number < self.low or (self.high is not None and number > self.high):
+            allowed = f"{self.low} or more" if self.high is None else f"from {self.low} to {self.high}"
+            raise OptionError(f"must be {allowed}, got {number}", ctx=ctx, param=param)
+        return number
 
 
-def _seed(text: str) -> int:
-    # numpy's seeding, which PyKEEN's set_random_seed calls, takes 0 .. 2**32 - 1
-    return _integer(text, 0, 2**32 - 1)
+class _PositiveFloat(click.ParamType):
+    name = "number"
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        if isinstance(value, float):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            raise OptionError(f"expected a number, got {value!r}", ctx=ctx, param=param) from None
+        if not math.isfinite(number) or number <= 0:
+            raise OptionError(f"must be a finite number > 0, got {value}", ctx=ctx, param=param)
+        return number
 
 
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+class _JSONObject(click.ParamType):
+    name = "json"
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        if isinstance(value, dict):
+            return value
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise OptionError(
+                f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno} (in {value!r}); expected an "
+                f"object such as '{{\"key\": 1}}'",
+                ctx=ctx,
+                param=param,
+            ) from None
+        if not isinstance(data, dict):
+            raise OptionError(f"expected a JSON object such as '{{\"key\": 1}}', got {value!r}", ctx=ctx, param=param)
+        return data
 
 
-def _check_output(parser: argparse.ArgumentParser, path: str | None) -> None:
-    """Fail before training, not after, if the JSON file cannot be written."""
-    if path is None:
-        return
-    target = pathlib.Path(path)
-    folder = target.parent
-    if target.is_dir():
-        parser.error(f"argument --json: {path!r} is a folder; expected a file path")
-    if not folder.is_dir():
-        parser.error(f"argument --json: the folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        parser.error(f"argument --json: {path!r} is not writable")
+class _Device(click.ParamType):
+    name = "device"
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        import torch
+
+        if value == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            device = torch.device(value)
+        except (RuntimeError, ValueError) as error:
+            raise OptionError(f"not a torch device: {value!r} ({error}); e.g. cpu, cuda, cuda:1", ctx=ctx, param=param)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise OptionError(f"{value!r}: CUDA is not available here; use --device cpu", ctx=ctx, param=param)
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise OptionError(
+                    f"{value!r}: there are {torch.cuda.device_count()} CUDA devices", ctx=ctx, param=param
+                )
+        return str(device)
 
 
-def _check_dataset(parser: argparse.ArgumentParser, name: str) -> None:
-    """Fail with the known names, not a traceback, for a dataset PyKEEN does not know."""
+POSITIVE = _Integer(1)
+NON_NEGATIVE = _Integer(0)
+SEED = _Integer(0, 2**32 - 1)  # numpy's seeding, which PyKEEN's set_random_seed calls, takes 0 .. 2**32 - 1
+LEARNING_RATE = _PositiveFloat()
+JSON_OBJECT = _JSONObject()
+DEVICE = _Device()
+
+_device_option = click.option(
+    "--device",
+    type=DEVICE,
+    default="auto",
+    show_default=True,
+    help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N.",
+)
+_threads_option = click.option(
+    "--threads",
+    type=NON_NEGATIVE,
+    default=0,
+    show_default=True,
+    help="torch CPU threads; 0 leaves torch's default.",
+)
+_progress_option = click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="show PyKEEN's progress bars (on stderr)."
+)
+
+
+def _dataset_options(function):
+    for decorator in reversed(
+        (
+            click.option(
+                "--dataset",
+                metavar="NAME",
+                help="any PyKEEN dataset name, ours included: MKG-Y, MKG-W, DB15K, FB15K-237-IMG, KVC16K, "
+                "SyntheticMMKG, ...",
+            ),
+            click.option(
+                "--directory",
+                type=click.Path(file_okay=False, path_type=pathlib.Path),
+                help="a folder with your own MMKG, as MultiModalDataset.from_directory reads it: train.txt, test.txt, "
+                "optional valid.txt, entity2id.txt, relation2id.txt, and one feature file per modality "
+                "(<modality>.npy|.npz|.pt|.pth|.h5, optional <modality>_entities.txt).",
+            ),
+            click.option(
+                "--dataset-kwargs",
+                type=JSON_OBJECT,
+                metavar="JSON",
+                help="keyword arguments of the dataset (with --directory: of from_directory), a JSON object, e.g. "
+                "'{\"num_colours\": 6}'.",
+            ),
+        )
+    ):
+        function = decorator(function)
+    return function
+
+
+_verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, help="show PyKEEN's INFO log messages (default: warnings only)."
+)
+
+
+def _set_logging(verbose: bool) -> None:
+    import pykeen  # noqa: F401 -- sets its own logger to INFO when first imported: import it before setting it
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("pykeen").setLevel(logging.INFO if verbose else logging.WARNING)
+    # torch_max_mem warns on every CPU evaluation that it only tunes CUDA batch sizes
+    logging.getLogger("torch_max_mem").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# datasets ------------------------------------------------------------------------------------------------
+
+
+def _check_dataset_name(name: str, option: str = "--dataset") -> str:
+    """The normalised name of a dataset PyKEEN knows; the known names (close ones first) otherwise."""
     from pykeen.datasets import dataset_resolver
 
     try:
         dataset_resolver.lookup(name)
     except (KeyError, ValueError):
+        known = sorted(dataset_resolver.lookup_dict)
+        close = difflib.get_close_matches(dataset_resolver.normalize(name), known, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise OptionError(f"unknown dataset {name!r}{hint}; known: {', '.join(known)}", param_hint=option) from None
+    return dataset_resolver.normalize(name)
+
+
+def _accepted_kwargs(callables: Sequence[Any]) -> list[str] | None:
+    """The keyword arguments the first callable takes, following ``**kwargs`` along the list; None if open-ended."""
+    names: list[str] = []
+    for function in callables:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        open_ended = False
+        for parameter in parameters:
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                open_ended = True
+            elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL and parameter.name not in ("self", "cls"):
+                names.append(parameter.name)
+        if not open_ended:
+            return names
+    return None
+
+
+def _check_kwargs(kwargs: Mapping[str, Any], callables: Sequence[Any], what: str, option: str) -> None:
+    accepted = _accepted_kwargs(callables)
+    if accepted is None:
+        return
+    accepted = [name for name in accepted if name not in ("directory",) or what != "from_directory"]
+    unknown = [key for key in kwargs if key not in accepted]
+    if unknown:
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, accepted, n=3)
+            parts.append(repr(key) + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+        raise OptionError(
+            f"unknown keyword arguments of {what}: {', '.join(parts)}; accepted: {', '.join(sorted(accepted))}",
+            param_hint=option,
+        )
+
+
+def _dataset_spec(
+    dataset: str | None, directory: pathlib.Path | None, dataset_kwargs: Mapping[str, Any] | None
+):
+    """The :class:`~pykeen_momok.predict.DatasetSpec` of the dataset options (None if neither name nor folder)."""
+    from .predict import DatasetSpec
+
+    if dataset is not None and directory is not None:
+        raise click.UsageError("give either --dataset or --directory, not both")
+    kwargs = dict(dataset_kwargs or {})
+    if directory is not None:
+        if not directory.is_dir():
+            raise OptionError(f"{str(directory)!r} is not a folder", param_hint="--directory")
+        from .datasets.base import MultiModalDataset
+
+        _check_kwargs(
+            kwargs, [MultiModalDataset.from_directory, MultiModalDataset.__init__], "from_directory", "--dataset-kwargs"
+        )
+        return DatasetSpec(directory=str(directory.resolve()), kwargs=kwargs)
+    if dataset is not None:
+        _check_dataset_name(dataset)
+        from pykeen.datasets import dataset_resolver
+
+        cls = dataset_resolver.lookup(dataset)
+        # only a closed signature is checked here: a class's **kwargs may go anywhere (the build reports them)
+        _check_kwargs(kwargs, [cls.__init__], cls.__name__, "--dataset-kwargs")
+        return DatasetSpec(name=dataset, kwargs=kwargs)
+    if kwargs:
+        raise click.UsageError("--dataset-kwargs needs --dataset or --directory")
+    return None
+
+
+def _build_dataset(spec, option: str):
+    """Build a dataset; errors about its files or arguments as usage errors (exit status 2), without a traceback."""
+    from .features import DataFormatError
+
+    try:
+        return spec.build()
+    except DataFormatError as error:
+        raise OptionError(f"{spec.describe()}: {error}", param_hint=option) from None
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise OptionError(
+            f"{spec.describe()} cannot be loaded: {type(error).__name__}: {message}", param_hint=option
+        ) from None
+
+
+def _spec_option(spec) -> str:
+    return "--directory" if spec.directory is not None else "--dataset"
+
+
+# metric tables -------------------------------------------------------------------------------------------
+
+
+def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+    from .predict import METRICS as NAMES
+
+    lines = [f"{'side':<6}" + "".join(f"{name:>8}" for name in NAMES)]
+    for side, values in metrics.items():
+        lines.append(f"{side:<6}" + "".join(f"{values[name]:>8.3f}" for name in NAMES))
+    return "\n".join(lines)
+
+
+def _pipeline_metrics(result) -> dict[str, dict[str, float]]:
+    from .predict import METRICS as NAMES
+    from .predict import SIDES
+
+    return {
+        side: {name: float(result.metric_results.get_metric(f"{side}.realistic.{key}")) for name, key in NAMES.items()}
+        for side in SIDES
+    }
+
+
+def _check_output_file(path: pathlib.Path | None, option: str, suffixes: Sequence[str] | None = None) -> None:
+    """Fail before the work, not after it, if the file cannot be written."""
+    if path is None:
+        return
+    folder = path.parent
+    if path.is_dir():
+        raise OptionError(f"{str(path)!r} is a folder; expected a file path", param_hint=option)
+    if not folder.is_dir():
+        raise OptionError(f"the folder {str(folder)!r} does not exist", param_hint=option)
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OptionError(f"{str(path)!r} is not writable", param_hint=option)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise OptionError(
+            f"{str(path)!r}: the file name must end in {' or '.join(suffixes)} (that decides the format)",
+            param_hint=option,
+        )
+
+
+# the command group ---------------------------------------------------------------------------------------
+
+
+@click.group(
+    help=__doc__,
+    context_settings=dict(help_option_names=["-h", "--help"], max_content_width=110),
+)
+@click.version_option(package_name="pykeen-momok", prog_name="pykeen-momok")
+def cli() -> None:
+    """The ``pykeen-momok`` command group."""
+
+
+@cli.command(help="Train MoMoK and TuckER on the built-in synthetic MMKG and print filtered test metrics.")
+@click.option("--dataset", default="SyntheticMMKG", show_default=True, help="any PyKEEN dataset name.")
+@click.option("--epochs", type=POSITIVE, default=40, show_default=True, help="1 or more.")
+@click.option("--dim", type=POSITIVE, default=32, show_default=True,
+              help="embedding and relation dimension of both models, 1 or more.")
+@click.option("--lr", type=LEARNING_RATE, default=1e-2, show_default=True, help="learning rate, > 0.")
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True, help="1 or more.")
+@click.option("--seed", type=SEED, default=42, show_default=True, help="0 to 2**32 - 1.")
+@click.option("--threads", type=NON_NEGATIVE, default=1, show_default=True,
+              help="torch CPU threads; 0 leaves torch's default. 1 suits the small built-in data; give 0 for larger "
+              "datasets.")
+@click.option("--json", "json_path", metavar="PATH", type=click.Path(path_type=pathlib.Path),
+              help="also write the metrics as JSON.")
+def demo(dataset, epochs, dim, lr, batch_size, seed, threads, json_path) -> int:  # noqa: D103
+    _check_output_file(json_path, "--json")
+    from pykeen.datasets import dataset_resolver
+
+    try:
+        dataset_resolver.lookup(dataset)
+    except (KeyError, ValueError):
         known = ", ".join(sorted(dataset_resolver.lookup_dict))
-        parser.error(f"argument --dataset: unknown dataset {name!r}; known: {known}")
+        raise OptionError(f"unknown dataset {dataset!r}; known: {known}", param_hint="--dataset") from None
+    logging.basicConfig(level=logging.WARNING)
+    results = run_demo(
+        dataset=dataset, epochs=epochs, dim=dim, lr=lr, batch_size=batch_size, seed=seed, threads=threads or None
+    )
+    print(f"\nTest set of {dataset}, filtered ranks, head and tail averaged:")
+    print(_format(results))
+    if json_path:
+        with open(json_path, "w") as file:
+            json.dump(results, file, indent=2)
+    return 0
+
+
+# train -----------------------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON copy of pipeline() arguments (non-JSON values as their repr)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def _check_out_folder(out: pathlib.Path, overwrite: bool) -> None:
+    from .predict import CLI_FILE, MODEL_FILE
+
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{str(out)!r} is a file; expected a folder", param_hint="--out")
+    if out.is_dir():
+        existing = [name for name in (MODEL_FILE, CLI_FILE) if (out / name).exists()]
+        if existing and not overwrite:
+            raise OptionError(
+                f"{str(out)!r} already holds a trained model ({', '.join(existing)}); pass --overwrite to replace it",
+                param_hint="--out",
+            )
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise OptionError(f"{str(out)!r} is not writable", param_hint="--out")
+    else:
+        parent = next((p for p in out.parents if p.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise OptionError(f"cannot create {str(out)!r}: {str(parent)!r} is not a writable folder",
+                              param_hint="--out")
+
+
+def _started_callback():
+    from pykeen.training.callbacks import TrainingCallback
+
+    class Started(TrainingCallback):
+        """Marks that the first batch is under way (errors before it are the settings' fault)."""
+
+        started = False
+
+        def pre_batch(self, **kwargs: Any) -> None:  # noqa: D102
+            self.started = True
+
+    return Started()
+
+
+@cli.command(
+    help="Train MoMoK with PyKEEN's pipeline() and write PyKEEN's results folder (trained_model.pkl, "
+    "training_triples/, results.json, metadata.json) plus momok_cli.json (how to rebuild the dataset, the settings), "
+    "then print the filtered test metrics.\n\n"
+    "The dataset comes from --dataset (a PyKEEN name), --directory (your own folder) or the --config file. The "
+    "settings come from --config (a PyKEEN experiment JSON whose \"pipeline\" holds pipeline() arguments, as in "
+    "configs/) or else --recipe; the options below override them. Defaults either way: loss MoMoKLoss, training "
+    "loop lcwa (PyKEEN's pipeline() would otherwise pick others).",
+)
+@_dataset_options
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+    help="a PyKEEN experiment JSON file ({\"metadata\": ..., \"pipeline\": {...}}, e.g. configs/momok_mkgy_fast.json); "
+    "not with --recipe.",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["paper", "fast"]),
+    help="paper: the reference code's settings (per-head BCE, d=256 (MKG-Y 300, MKG-W 200), Adam 5e-4, batch 1024, "
+    "2000 epochs, early stopping every 100); fast: configs/*_fast.json (per-head softmax, d=64, identity experts, "
+    "fixed features, Adam 3e-3, batch 512, 100 epochs, early stopping every 5). Default: fast, unless --config.",
+)
+@click.option("--epochs", type=POSITIVE, help="training epochs, 1 or more (default: the recipe's).")
+@click.option("--batch-size", type=POSITIVE, help="training batch size, 1 or more (default: the recipe's).")
+@click.option(
+    "--lr",
+    type=LEARNING_RATE,
+    help="Adam's learning rate, > 0; also the CLUB estimator's (mi_estimator_lr), as the reference does, unless "
+    "--model-kwargs sets it (default: the recipe's).",
+)
+@click.option("--embedding-dim", type=POSITIVE, help="d, the structural and joint dimension (default: the recipe's).")
+@click.option("--relation-dim", type=POSITIVE, help="d_r, the per-modality relation dimension (default: the recipe's).")
+@click.option("--num-experts", type=POSITIVE, help="K, experts per modality (default: the recipe's).")
+@click.option(
+    "--model-kwargs",
+    type=JSON_OBJECT,
+    metavar="JSON",
+    help="further MoMoK keyword arguments as a JSON object, e.g. '{\"modalities\": [\"image\"], \"core_dropout\": 0}'; "
+    "applied last.",
+)
+@click.option(
+    "--early-stopping/--no-early-stopping",
+    default=None,
+    help="early stopping on validation MRR (default: as the recipe or config; off by itself when the dataset has no "
+    "validation split).",
+)
+@click.option("--eval-batch-size", type=POSITIVE, help="evaluation batch size (default: the recipe's).")
+@click.option("--seed", type=SEED, help="random seed, 0 to 2**32 - 1 (default: the recipe's, 10010).")
+@_device_option
+@_threads_option
+@_progress_option
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=pathlib.Path),
+    help="the results folder to write (created if needed).",
+)
+@click.option("--overwrite", is_flag=True, help="replace a trained model already in --out.")
+@_verbose_option
+def train(
+    dataset, directory, dataset_kwargs, config, recipe, epochs, batch_size, lr, embedding_dim, relation_dim,
+    num_experts, model_kwargs, early_stopping, eval_batch_size, seed, device, threads, progress, out, overwrite,
+    verbose,
+) -> int:  # noqa: D103
+    from . import recipes as recipes_module
+    from .predict import CLI_FILE, CLI_FILE_VERSION
+
+    if config is not None and recipe is not None:
+        raise click.UsageError("give either --config or --recipe, not both (a config holds the settings)")
+    _check_out_folder(out, overwrite)
+
+    # the settings: a config file, or a recipe
+    config_dataset = None
+    if config is not None:
+        try:
+            base = recipes_module.load_experiment_config(config)
+        except recipes_module.ConfigError as error:
+            raise OptionError(str(error), param_hint="--config") from None
+        config_dataset = base.pop("dataset", None)
+        config_dataset_kwargs = base.pop("dataset_kwargs", None) or {}
+        settings = recipes_module.merge(dict(recipes_module.RECOMMENDED_DEFAULTS), base)
+    else:
+        recipe = recipe or "fast"
+        settings = recipes_module.recipe(recipe, dataset)
+        config_dataset_kwargs = settings.pop("dataset_kwargs", {})
+
+    # the dataset
+    if dataset is None and directory is None and config_dataset is not None:
+        try:
+            _check_dataset_name(config_dataset, option="--config")
+        except OptionError as error:
+            raise OptionError(f"{str(config)!r}: {error.message}", param_hint="--config") from None
+        dataset = config_dataset
+    if dataset is None and directory is None:
+        raise click.UsageError("give the dataset: --dataset NAME, --directory FOLDER, or a --config that names one")
+    inherited = config_dataset_kwargs if directory is None and (
+        config is None or recipes_module.same_dataset(dataset, config_dataset)
+    ) else {}
+    spec = _dataset_spec(dataset, directory, recipes_module.merge(inherited, dataset_kwargs or {}))
+
+    # the options over the settings (pipeline()'s "epochs" is training_kwargs' num_epochs)
+    training_kwargs = dict(settings.get("training_kwargs") or {})
+    if settings.get("epochs") is not None:
+        training_kwargs["num_epochs"] = settings["epochs"]
+    settings.pop("epochs", None)
+    if epochs is not None:
+        training_kwargs["num_epochs"] = epochs
+    if batch_size is not None:
+        training_kwargs["batch_size"] = batch_size
+    settings["training_kwargs"] = training_kwargs
+    model_settings = dict(settings.get("model_kwargs") or {})
+    for key, value in (("embedding_dim", embedding_dim), ("relation_dim", relation_dim), ("num_experts", num_experts)):
+        if value is not None:
+            model_settings[key] = value
+    if lr is not None:
+        settings["optimizer_kwargs"] = {**(settings.get("optimizer_kwargs") or {}), "lr": lr}
+        model_settings["mi_estimator_lr"] = lr
+    if model_kwargs:
+        from .model import MoMoK
+
+        from pykeen.models import ERModel, Model
+
+        _check_kwargs(model_kwargs, [MoMoK.__init__, ERModel.__init__, Model.__init__], "MoMoK", "--model-kwargs")
+        model_settings.update(model_kwargs)
+    settings["model_kwargs"] = model_settings
+    if eval_batch_size is not None:
+        settings["evaluation_kwargs"] = {**(settings.get("evaluation_kwargs") or {}), "batch_size": eval_batch_size}
+    if seed is not None:
+        settings["random_seed"] = seed
+    settings["device"] = device
+
+    _set_logging(verbose)
+    _set_threads(threads)
+    built = _build_dataset(spec, _spec_option(spec))
+    if early_stopping is False:
+        settings.pop("stopper", None)
+        settings.pop("stopper_kwargs", None)
+    elif early_stopping and not settings.get("stopper"):
+        settings["stopper"] = "early"
+    if settings.get("stopper") and built.validation is None:
+        if early_stopping:
+            raise click.UsageError(
+                f"--early-stopping needs a validation split, and the {spec.describe()} has none (a folder: add "
+                f"valid.txt); or pass --no-early-stopping"
+            )
+        click.echo(f"The {spec.describe()} has no validation split: training without early stopping.", err=True)
+        settings.pop("stopper", None)
+        settings.pop("stopper_kwargs", None)
+
+    recorded = copy.deepcopy(settings)
+    started = _started_callback()
+    run_settings = copy.deepcopy(settings)
+    run_settings["training_kwargs"]["callbacks"] = [started]
+    if not progress:
+        run_settings["use_tqdm"] = False
+
+    from pykeen.pipeline import pipeline
+
+    click.echo(f"Training MoMoK on the {spec.describe()} ({'config ' + str(config) if config else 'recipe ' + recipe})",
+               err=True)
+    try:
+        result = pipeline(dataset=built, **run_settings)
+    except (ValueError, TypeError, KeyError) as error:
+        if started.started:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise click.UsageError(f"the settings were refused before training started: {type(error).__name__}: {message}")
+    out.mkdir(parents=True, exist_ok=True)
+    result.save_to_directory(out)
+    model = result.model
+    info = {
+        "version": CLI_FILE_VERSION,
+        "dataset": spec.to_json(),
+        "recipe": recipe if config is None else None,
+        "config": str(config.resolve()) if config is not None else None,
+        "pipeline": _jsonable(recorded),
+        "random_seed": getattr(result, "random_seed", None) if recorded.get("random_seed") is None else recorded[
+            "random_seed"],
+        "heads": list(getattr(model, "head_names", ())),
+        "num_entities": int(model.num_entities),
+        "num_relations": int(model.num_relations),
+        "evaluation_batch_size": (recorded.get("evaluation_kwargs") or {}).get("batch_size"),
+    }
+    (out / CLI_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    metrics = _pipeline_metrics(result)
+    click.echo(f"\nTest set of the {spec.describe()}: filtered, realistic ranks")
+    click.echo(_metrics_table(metrics))
+    click.echo(f"\nSaved to {out}")
+    return 0
+
+
+# evaluate --------------------------------------------------------------------------------------------------
+
+
+def _load_folder_model(folder: pathlib.Path, device: str):
+    from .predict import TrainedFolderError, load_model, load_training_factory
+
+    try:
+        return load_model(folder, device=device), load_training_factory(folder)
+    except TrainedFolderError as error:
+        raise OptionError(str(error), param_hint="FOLDER") from None
+
+
+@cli.command(
+    help="Evaluate a trained folder (what `pykeen-momok train` or `pykeen experiments run` wrote) on the test or "
+    "validation split: filtered (by every split's triples), realistic ranks, head and tail sides and both; prints "
+    "MRR, H@1, H@3, H@10 and writes them with --out.\n\n"
+    "The dataset is rebuilt from the folder's momok_cli.json; --dataset / --directory give it otherwise (it must have "
+    "the entities and relations the model was trained on).\n\n" + _TRUST,
+)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
+@_dataset_options
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
+              help="the split to rank.")
+@click.option("--out", "out_path", type=click.Path(path_type=pathlib.Path),
+              help="also write the metrics: a .json file (everything) or a .csv file (side, MRR, H@1, H@3, H@10).")
+@click.option("--batch-size", type=POSITIVE, help="evaluation batch size (default: the training run's, else 256).")
+@_device_option
+@_threads_option
+@_progress_option
+@_verbose_option
+def evaluate(
+    folder, dataset, directory, dataset_kwargs, split, out_path, batch_size, device, threads, progress, verbose
+) -> int:  # noqa: D103
+    from .predict import (
+        DatasetSpec,
+        TrainedFolderError,
+        check_dataset_matches,
+        evaluate_model,
+        read_cli_file,
+    )
+
+    _check_output_file(out_path, "--out", suffixes=(".json", ".csv"))
+    spec = _dataset_spec(dataset, directory, dataset_kwargs)
+    info: dict[str, Any] = {}
+    if spec is None:
+        try:
+            info = read_cli_file(folder)
+        except TrainedFolderError as error:
+            raise OptionError(str(error), param_hint="FOLDER") from None
+        spec = DatasetSpec.from_json(info["dataset"])
+    else:
+        try:
+            info = read_cli_file(folder)
+        except TrainedFolderError:
+            info = {}
+    _set_logging(verbose)
+    _set_threads(threads)
+    model, factory = _load_folder_model(folder, device)
+    built = _build_dataset(spec, _spec_option(spec) if (dataset or directory) else "FOLDER")
+    try:
+        check_dataset_matches(built, factory, model, spec.describe())
+    except TrainedFolderError as error:
+        raise OptionError(str(error), param_hint=_spec_option(spec) if (dataset or directory) else "FOLDER") from None
+    key = "testing" if split == "test" else "validation"
+    if getattr(built, key, None) is None:
+        raise OptionError(f"the {spec.describe()} has no {split} split", param_hint="--split")
+    batch_size = batch_size or info.get("evaluation_batch_size") or 256
+    report = evaluate_model(model, built, key, batch_size=batch_size, use_tqdm=progress)
+    report = {"folder": str(folder), "dataset": spec.to_json(), **report}
+    click.echo(f"\n{split.capitalize()} set of the {spec.describe()} ({report['num_triples']} triples): filtered, "
+               f"realistic ranks")
+    click.echo(_metrics_table(report["metrics"]))
+    if out_path is not None:
+        if out_path.suffix.lower() == ".json":
+            out_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        else:
+            from .predict import METRICS as NAMES
+
+            with out_path.open("w", newline="", encoding="utf-8") as file:
+                writer = csv.writer(file)
+                writer.writerow(["split", "side", *NAMES])
+                for side, values in report["metrics"].items():
+                    writer.writerow([split, side, *(f"{values[name]:.6f}" for name in NAMES)])
+        click.echo(f"Wrote {out_path}")
+    return 0
+
+
+# predict ---------------------------------------------------------------------------------------------------
+
+
+def _predictions_table(rows, head_names: Sequence[str], filter_known: bool) -> str:
+    width = min(max([len("entity"), *(len(row.label) for row in rows)]), 60)
+    columns = [f"{'rank':>4}", f"{'entity':<{width}}", f"{'score':>8}", *(f"{name:>10}" for name in head_names)]
+    if not filter_known:
+        columns.append(f"{'known':>6}")
+    lines = ["  ".join(columns)]
+    for row in rows:
+        label = row.label if len(row.label) <= width else row.label[: width - 1] + "…"
+        cells = [f"{row.rank:>4}", f"{label:<{width}}", f"{row.score:>8.4f}",
+                 *(f"{row.heads[name]:>10.4f}" for name in head_names)]
+        if not filter_known:
+            cells.append(f"{'yes' if row.known else '':>6}")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+@cli.command(
+    help="Predict the top-k tails of (HEAD, RELATION, ?) (--head, --relation) or heads of (?, RELATION, TAIL) "
+    "(--relation, --tail) with a trained folder, by label. The score is the model's joint decision (the mean of "
+    "its heads' sigmoid probabilities, what evaluation ranks by); each head's probability is shown too (heads "
+    "through the inverse relation, as MoMoK scores them).\n\n" + _TRUST,
+)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
+@click.option("--head", metavar="LABEL", help="the head entity: predict tails.")
+@click.option("--relation", metavar="LABEL", required=True, help="the relation.")
+@click.option("--tail", metavar="LABEL", help="the tail entity: predict heads.")
+@click.option("-k", "--top-k", "k", type=POSITIVE, default=10, show_default=True,
+              help="how many candidates, 1 to the number of entities.")
+@click.option("--filter-known", is_flag=True,
+              help="leave out candidates that complete a training triple (otherwise they are marked 'known').")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table.")
+@_device_option
+@_threads_option
+@_verbose_option
+def predict(folder, head, relation, tail, k, filter_known, as_json, device, threads, verbose) -> int:  # noqa: D103
+    from .predict import Predictor, TrainedFolderError, UnknownLabelError
+
+    _set_logging(verbose)
+    if (head is None) == (tail is None):
+        raise click.UsageError("give exactly one of --head (to predict tails) and --tail (to predict heads)")
+    _set_threads(threads)
+    model, factory = _load_folder_model(folder, device)
+    try:
+        predictor = Predictor(model, factory)
+    except TrainedFolderError as error:
+        raise OptionError(str(error), param_hint="FOLDER") from None
+    if k > predictor.num_entities:
+        raise OptionError(f"must be from 1 to {predictor.num_entities} (the number of entities), got {k}",
+                          param_hint="-k/--top-k")
+    try:
+        rows = predictor.predict(head=head, relation=relation, tail=tail, k=k, filter_known=filter_known)
+    except UnknownLabelError as error:
+        option = "--relation" if error.kind == "relation" else ("--head" if head is not None else "--tail")
+        raise OptionError(str(error), param_hint=option) from None
+    query = {"head": head, "relation": relation, "tail": tail}
+    target = "tail" if tail is None else "head"
+    if as_json:
+        click.echo(json.dumps(
+            {"query": query, "target": target, "heads": list(predictor.head_names), "filter_known": filter_known,
+             "predictions": [row.to_json() for row in rows]},
+            indent=2,
+        ))
+    else:
+        shown = f"({head}, {relation}, ?)" if target == "tail" else f"(?, {relation}, {tail})"
+        click.echo(f"Top {len(rows)} {target}s of {shown}" + (", known training triples left out" if filter_known
+                                                              else ""))
+        click.echo(_predictions_table(rows, predictor.head_names, filter_known))
+    return 0
+
+
+# entry point -----------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pykeen-momok`` console script."""
-    parser = argparse.ArgumentParser(prog="pykeen-momok", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="train MoMoK and TuckER on the built-in synthetic MMKG and print filtered test metrics"
-    )
-    demo.add_argument("--dataset", default="SyntheticMMKG", help="any PyKEEN dataset name (default: %(default)s)")
-    demo.add_argument("--epochs", type=_positive, default=40, help="1 or more (default: %(default)s)")
-    demo.add_argument(
-        "--dim", type=_positive, default=32, help="embedding and relation dimension of both models, 1 or more"
-    )
-    demo.add_argument("--lr", type=_learning_rate, default=1e-2, help="learning rate, > 0 (default: %(default)s)")
-    demo.add_argument("--batch-size", type=_positive, default=64, help="1 or more (default: %(default)s)")
-    demo.add_argument("--seed", type=_seed, default=42, help="0 to 2**32 - 1 (default: %(default)s)")
-    demo.add_argument(
-        "--threads",
-        type=_non_negative,
-        default=1,
-        help="torch CPU threads; 0 leaves torch's default. 1 suits the small built-in data; "
-        "give 0 for larger datasets (default: %(default)s)",
-    )
-    demo.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
-    args = parser.parse_args(argv)
-    _check_output(demo, args.json)
-    _check_dataset(demo, args.dataset)
-    logging.basicConfig(level=logging.WARNING)
-    results = run_demo(
-        dataset=args.dataset,
-        epochs=args.epochs,
-        dim=args.dim,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        threads=args.threads or None,
-    )
-    print(f"\nTest set of {args.dataset}, filtered ranks, head and tail averaged:")
-    print(_format(results))
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
-    return 0
+    """Entry point of the ``pykeen-momok`` console script: the exit status (usage errors: exit 2, no traceback)."""
+    try:
+        value = cli.main(args=list(argv) if argv is not None else None, prog_name="pykeen-momok",
+                         standalone_mode=False)
+    except click.ClickException as error:
+        error.show()
+        raise SystemExit(error.exit_code) from None
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        raise SystemExit(1) from None
+    return value if isinstance(value, int) else 0
 
 
 if __name__ == "__main__":
