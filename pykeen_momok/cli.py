@@ -1,11 +1,4 @@
-"""Command line ``pykeen-momok``: train, evaluate and query MoMoK, and the ``demo`` comparison with TuckER.
-
-\b
-  pykeen-momok demo                                    MoMoK vs TuckER on the built-in SyntheticMMKG
-  pykeen-momok train --dataset MKG-Y -o runs/mkgy      train (PyKEEN's pipeline), write PyKEEN's results folder
-  pykeen-momok evaluate runs/mkgy --split test         filtered MRR, Hits@1/3/10 of a trained folder
-  pykeen-momok predict runs/mkgy --head H --relation R top-k tails, with each head's probability
-"""
+"""Command line ``pykeen-momok``: train, evaluate and query MoMoK, and the ``demo`` comparison with TuckER."""
 
 from __future__ import annotations
 
@@ -18,6 +11,7 @@ import logging
 import math
 import os
 import pathlib
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -395,6 +389,7 @@ def _dataset_spec(
 def _build_dataset(spec, option: str):
     """Build a dataset; errors about its files or arguments as usage errors (exit status 2), without a traceback."""
     from .features import DataFormatError
+    from .predict import CLI_FILE
 
     try:
         return spec.build()
@@ -402,9 +397,40 @@ def _build_dataset(spec, option: str):
         raise OptionError(f"{spec.describe()}: {error}", param_hint=option) from None
     except (OSError, ValueError, TypeError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        hint = ""
+        match = re.search(r"unexpected keyword argument '([^']+)'", str(error)) if isinstance(error, TypeError) else None
+        if match is not None:
+            hint = f"; unknown keyword argument {match.group(1)!r}"
+            close = difflib.get_close_matches(match.group(1), _dataset_kwargs_names(spec), n=3)
+            if close:
+                hint += f" (did you mean {', '.join(map(repr, close))}?)"
+        if option == "FOLDER":
+            hint += f" (the dataset stored in {CLI_FILE}; give --dataset or --directory to load it otherwise)"
         raise OptionError(
-            f"{spec.describe()} cannot be loaded: {type(error).__name__}: {message}", param_hint=option
+            f"{spec.describe()} cannot be loaded: {type(error).__name__}: {message}{hint}", param_hint=option
         ) from None
+
+
+def _dataset_kwargs_names(spec) -> list[str]:
+    """Keyword argument names a dataset may take: its class's and, through ``**kwargs``, its base classes'."""
+    if spec.directory is not None:
+        from .datasets.base import MultiModalDataset
+
+        classes: Sequence[Any] = [MultiModalDataset.from_directory, MultiModalDataset.__init__]
+    else:
+        from pykeen.datasets import dataset_resolver
+
+        classes = [klass.__init__ for klass in dataset_resolver.lookup(spec.name).__mro__ if "__init__" in vars(klass)]
+    names: list[str] = []
+    for function in classes:
+        try:
+            parameters = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            break
+        names += [p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names
 
 
 def _spec_option(spec) -> str:
@@ -454,8 +480,18 @@ def _check_output_file(path: pathlib.Path | None, option: str, suffixes: Sequenc
 # the command group ---------------------------------------------------------------------------------------
 
 
+_GROUP_HELP = """MoMoK (Mixture of Modality Knowledge Experts) for multi-modal KG completion, on PyKEEN.
+
+\b
+  pykeen-momok demo
+  pykeen-momok train --dataset SyntheticMMKG -o runs/synthetic
+  pykeen-momok evaluate runs/synthetic --split test --out metrics.json
+  pykeen-momok predict runs/synthetic --head e00001 --relation r01 -k 5
+"""
+
+
 @click.group(
-    help=__doc__,
+    help=_GROUP_HELP,
     context_settings=dict(help_option_names=["-h", "--help"], max_content_width=110),
 )
 @click.version_option(package_name="pykeen-momok", prog_name="pykeen-momok")
@@ -463,7 +499,10 @@ def cli() -> None:
     """The ``pykeen-momok`` command group."""
 
 
-@cli.command(help="Train MoMoK and TuckER on the built-in synthetic MMKG and print filtered test metrics.")
+@cli.command(
+    help="Train MoMoK and TuckER on the built-in synthetic MMKG and print filtered test metrics.",
+    short_help="MoMoK vs TuckER on the built-in synthetic MMKG.",
+)
 @click.option("--dataset", default="SyntheticMMKG", show_default=True, help="any PyKEEN dataset name.")
 @click.option("--epochs", type=POSITIVE, default=40, show_default=True, help="1 or more.")
 @click.option("--dim", type=POSITIVE, default=32, show_default=True,
@@ -547,6 +586,7 @@ def _started_callback():
 
 
 @cli.command(
+    short_help="Train MoMoK; write PyKEEN's results folder.",
     help="Train MoMoK with PyKEEN's pipeline() and write PyKEEN's results folder (trained_model.pkl, "
     "training_triples/, results.json, metadata.json) plus momok_cli.json (how to rebuild the dataset, the settings), "
     "then print the filtered test metrics.\n\n"
@@ -595,7 +635,12 @@ def _started_callback():
 )
 @click.option("--eval-batch-size", type=POSITIVE, help="evaluation batch size (default: the recipe's).")
 @click.option("--seed", type=SEED, help="random seed, 0 to 2**32 - 1 (default: the recipe's, 10010).")
-@_device_option
+@click.option(
+    "--device",
+    type=DEVICE,
+    default=None,
+    help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N (default: the config's, else auto).",
+)
 @_threads_option
 @_progress_option
 @click.option(
@@ -677,6 +722,11 @@ def train(
         settings["evaluation_kwargs"] = {**(settings.get("evaluation_kwargs") or {}), "batch_size": eval_batch_size}
     if seed is not None:
         settings["random_seed"] = seed
+    if device is None:
+        try:
+            device = DEVICE.convert(settings.get("device") or "auto", None, None)
+        except click.BadParameter as error:
+            raise OptionError(f"{str(config)!r}, \"pipeline\": \"device\": {error.message}", param_hint="--config")
     settings["device"] = device
 
     _set_logging(verbose)
@@ -752,6 +802,7 @@ def _load_folder_model(folder: pathlib.Path, device: str):
 
 
 @cli.command(
+    short_help="Filtered MRR, H@1, H@3, H@10 of a trained folder.",
     help="Evaluate a trained folder (what `pykeen-momok train` or `pykeen experiments run` wrote) on the test or "
     "validation split: filtered (by every split's triples), realistic ranks, head and tail sides and both; prints "
     "MRR, H@1, H@3, H@10 and writes them with --out.\n\n"
@@ -846,6 +897,7 @@ def _predictions_table(rows, head_names: Sequence[str], filter_known: bool) -> s
 
 
 @cli.command(
+    short_help="Top-k heads or tails by label, with each head's probability.",
     help="Predict the top-k tails of (HEAD, RELATION, ?) (--head, --relation) or heads of (?, RELATION, TAIL) "
     "(--relation, --tail) with a trained folder, by label. The score is the model's joint decision (the mean of "
     "its heads' sigmoid probabilities, what evaluation ranks by); each head's probability is shown too (heads "

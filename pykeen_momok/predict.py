@@ -60,10 +60,15 @@ class TrainedFolderError(ValueError):
 class UnknownLabelError(ValueError):
     """An entity or relation label that the trained model does not know."""
 
-    def __init__(self, kind: str, label: str, suggestions: Sequence[str]) -> None:
-        """Remember the label, its kind (``"entity"``/``"relation"``) and close matches."""
+    def __init__(self, kind: str, label: str, suggestions: Sequence[str], known: Sequence[str] = ()) -> None:
+        """Remember the label, its kind (``"entity"``/``"relation"``), close matches, and (few) known labels."""
         self.kind, self.label, self.suggestions = kind, label, list(suggestions)
-        hint = f"; did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""
+        if self.suggestions:
+            hint = f"; did you mean {', '.join(map(repr, self.suggestions))}?"
+        elif known:
+            hint = f"; known: {', '.join(map(repr, known))}"
+        else:
+            hint = ""
         super().__init__(f"unknown {kind} {label!r}{hint}")
 
 
@@ -176,7 +181,7 @@ def load_training_factory(folder: str | pathlib.Path):
 
 
 def check_dataset_matches(dataset, factory, model, describe: str) -> None:
-    """Refuse a dataset whose entities or relations are not those the model was trained on.
+    """Refuse a dataset whose entities, relations or training triples are not those the model was trained on.
 
     :raises TrainedFolderError: saying what differs
     """
@@ -193,6 +198,15 @@ def check_dataset_matches(dataset, factory, model, describe: str) -> None:
                 + (f"; e.g. missing: {', '.join(map(repr, map(str, missing)))}" if missing else "; ids differ")
                 + ")"
             )
+
+    def rows(triples: torch.Tensor) -> torch.Tensor:
+        return torch.unique(triples.cpu(), dim=0)  # sorted, without duplicates
+
+    if not torch.equal(rows(training.mapped_triples), rows(factory.mapped_triples)):
+        raise TrainedFolderError(
+            f"the {describe} has other training triples than the model was trained on ({training.num_triples} vs "
+            f"{factory.num_triples}): another seed, split or version of the data?"
+        )
     if training.num_entities != model.num_entities or training.num_relations != model.num_relations:
         raise TrainedFolderError(
             f"the {describe} has {training.num_entities} entities and {training.num_relations} relations (with "
@@ -264,11 +278,12 @@ def _lookup(kind: str, label: str, mapping: Mapping[str, int]) -> int:
     if label in mapping:
         return int(mapping[label])
     labels = [str(x) for x in mapping]
-    close = difflib.get_close_matches(label, labels, n=5, cutoff=0.6)
-    if not close:  # case slips are common and difflib scores them low on short labels
-        folded = label.casefold()
-        close = [x for x in labels if x.casefold() == folded][:5]
-    raise UnknownLabelError(kind, label, close)
+    # case slips first (difflib scores them low on short labels), then the closest spellings
+    folded = label.casefold()
+    close = [x for x in labels if x.casefold() == folded]
+    close += [x for x in difflib.get_close_matches(label, labels, n=5, cutoff=0.6) if x not in close]
+    # without a close match, a short list is shown whole
+    raise UnknownLabelError(kind, label, close[:5], known=sorted(labels) if len(labels) <= 20 else ())
 
 
 class Predictor:
