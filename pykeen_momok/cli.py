@@ -398,7 +398,8 @@ def _build_dataset(spec, option: str):
     except (OSError, ValueError, TypeError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         hint = ""
-        match = re.search(r"unexpected keyword argument '([^']+)'", str(error)) if isinstance(error, TypeError) else None
+        match = re.search(r"unexpected keyword argument '([^']+)'", str(error))
+        match = match if isinstance(error, TypeError) else None
         if match is not None:
             hint = f"; unknown keyword argument {match.group(1)!r}"
             close = difflib.get_close_matches(match.group(1), _dataset_kwargs_names(spec), n=3)
@@ -711,9 +712,9 @@ def train(
         settings["optimizer_kwargs"] = {**(settings.get("optimizer_kwargs") or {}), "lr": lr}
         model_settings["mi_estimator_lr"] = lr
     if model_kwargs:
-        from .model import MoMoK
-
         from pykeen.models import ERModel, Model
+
+        from .model import MoMoK
 
         _check_kwargs(model_kwargs, [MoMoK.__init__, ERModel.__init__, Model.__init__], "MoMoK", "--model-kwargs")
         model_settings.update(model_kwargs)
@@ -750,7 +751,10 @@ def train(
     recorded = copy.deepcopy(settings)
     started = _started_callback()
     run_settings = copy.deepcopy(settings)
-    run_settings["training_kwargs"]["callbacks"] = [started]
+    if "callbacks" not in run_settings["training_kwargs"]:
+        run_settings["training_kwargs"]["callbacks"] = [started]
+    else:  # the config's own callbacks (and their kwargs) stay as they are: every error is then shown as it is
+        started.started = True
     if not progress:
         run_settings["use_tqdm"] = False
 

@@ -173,7 +173,7 @@ def load_model(folder: str | pathlib.Path, device: str | torch.device | None = N
 
 
 def load_training_factory(folder: str | pathlib.Path):
-    """The training triples and label-to-id maps PyKEEN stored in the folder (``training_triples/``), without features."""
+    """The training triples and label-to-id maps PyKEEN stored in ``training_triples/`` (without the features)."""
     from pykeen.triples import TriplesFactory
 
     path = _require(pathlib.Path(folder), TRAINING_TRIPLES)
@@ -295,7 +295,7 @@ class Predictor:
     """
 
     def __init__(self, model, factory) -> None:
-        """Wrap a model (in eval mode from now on) and the training factory it was trained on (labels, known triples)."""
+        """Wrap a model (in eval mode from now on) and its training factory (labels, known triples)."""
         if not all(hasattr(model, name) for name in ("_queries", "_candidates", "head_names")):
             raise TrainedFolderError(
                 f"the folder holds a {type(model).__name__}, not a MoMoK model: per-head probabilities need MoMoK"
@@ -336,7 +336,8 @@ class Predictor:
 
         :param entity: the given entity's id (the head of ``(h, r, ?)``, the tail of ``(?, r, t)``)
         :param relation: the relation's id (as in the training factory, without inverses)
-        :param inverse: ``False`` for tails of ``(entity, relation, ?)``, ``True`` for heads of ``(?, relation, entity)``
+        :param inverse: ``False`` for the tails of ``(entity, relation, ?)``, ``True`` for the heads of
+            ``(?, relation, entity)``
         """
         model = self.model
         model.eval()

@@ -181,7 +181,9 @@ def load_experiment_config(path: str | pathlib.Path) -> dict[str, Any]:
             f"{str(path)!r} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
         ) from None
     if not isinstance(config, dict):
-        raise ConfigError(f"{str(path)!r}: expected a JSON object with a \"pipeline\" object, got {type(config).__name__}")
+        raise ConfigError(
+            f"{str(path)!r}: expected a JSON object with a \"pipeline\" object, got {type(config).__name__}"
+        )
     extra = sorted(set(config) - set(_TOP_LEVEL))
     if extra:
         raise _unknown("top-level key", extra, list(_TOP_LEVEL), repr(str(path)))

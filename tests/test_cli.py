@@ -170,7 +170,8 @@ def test_train_directory_then_evaluate_and_predict(tmp_path: pathlib.Path) -> No
     assert 0 < json.loads(report.read_text())["metrics"]["both"]["MRR"] <= 1
     rows = _predict_json(out, "--head", "city1", "--relation", "near", "-k", "4")["predictions"]
     assert len(rows) == 4 and all(set(row["heads"]) == {"structure", "image", "joint"} for row in rows)
-    _fails("predict", out, "--head", "City1", "--relation", "near", pattern="unknown entity 'City1'; did you mean 'city1'")
+    _fails("predict", out, "--head", "City1", "--relation", "near",
+           pattern="unknown entity 'City1'; did you mean 'city1'")
     # a moved data folder: evaluate says so, and takes the new place with --directory
     moved = data.rename(tmp_path / "moved")
     _fails("evaluate", out, pattern="give --dataset or --directory to load it otherwise")
@@ -291,7 +292,8 @@ def test_train_refuses_to_overwrite_a_trained_folder(trained: pathlib.Path) -> N
 def test_evaluate_and_predict_usage_errors(trained: pathlib.Path, tmp_path: pathlib.Path) -> None:
     _fails("evaluate", tmp_path / "nowhere", pattern="does not exist")
     _fails("evaluate", tmp_path, pattern="has no momok_cli.json")
-    _fails("evaluate", tmp_path, "--dataset", "Nations", pattern="is not a trained-model folder: it has no trained_model")
+    _fails("evaluate", tmp_path, "--dataset", "Nations",
+           pattern="is not a trained-model folder: it has no trained_model")
     _fails("evaluate", trained, "--out", tmp_path / "m.txt", pattern="must end in .json or .csv")
     _fails("evaluate", trained, "--out", tmp_path / "no" / "m.json", pattern="does not exist")
     _fails("evaluate", trained, "--split", "train", pattern="'train' is not one of")
