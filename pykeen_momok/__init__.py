@@ -1,7 +1,7 @@
 """MoMoK (Mixture of Modality Knowledge Experts) for multi-modal knowledge graph completion, as a PyKEEN plugin.
 
-Importing this package is cheap: it loads neither torch nor PyKEEN itself. Public names are resolved
-lazily, and :func:`~pykeen_momok.registration.install` arranges that ``pipeline(model="MoMoK", ...)``,
+Importing this package is cheap: it loads neither torch nor any module of PyKEEN (only PyKEEN's top-level
+package, a few lines). Public names are resolved lazily, and :func:`~pykeen_momok.registration.install` arranges that ``pipeline(model="MoMoK", ...)``,
 ``loss="MoMoKLoss"`` and the datasets (``"DB15K"``, ``"MKG-W"``, ``"MKG-Y"``, ``"FB15K-237-IMG"``,
 ``"KVC16K"``, ``"SyntheticMMKG"``) resolve by name in PyKEEN.
 """
@@ -12,8 +12,7 @@ import importlib
 from typing import Any
 
 from .registration import install
-
-__version__ = "0.1.0"
+from .version import __version__
 
 _LAZY = {
     "MoMoK": "pykeen_momok.model",
@@ -30,7 +29,7 @@ _LAZY = {
     "KVC16K": "pykeen_momok.datasets.benchmarks",
 }
 
-__all__ = ["install", *_LAZY]
+__all__ = ["install", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,29 @@
-"""MoMoK's training objective: one binary cross-entropy per head, summed (method doc, section 4)."""
+"""MoMoK's training objective: one binary cross-entropy per head, summed (method doc, section 4).
+
+How the per-head logits reach the loss
+--------------------------------------
+A PyKEEN training loop gives its loss the scores the model's score methods return, and nothing else.
+In training, :class:`~pykeen_momok.model.MoMoK` returns the *mean* of its heads' logits, so that every
+PyKEEN loss trains it on that mean. For :class:`MoMoKLoss`, which needs each head's logits, the model
+keeps the per-head logits of its training forwards in a :class:`HeadLogitsRecord` and hands that record
+to its loss (:attr:`MoMoKLoss.head_logits_source`; the loss never imports the model). The loss looks up
+the per-head logits of the very scores it is given. What PyKEEN 1.11.1 does between score method and
+loss, and how each case is recognised:
+
+- LCWA (``training/lcwa.py``): ``score_t`` (``score_h`` too in the symmetric loop) returns ``(B, E)``
+  scores, passed as they are to ``process_lcwa_scores``: *the same tensor*;
+- sLCWA (``training/slcwa.py``): ``score_hrt`` of the positives, ``(B, 1)``, then of the negatives,
+  ``(N, 1)``, ``.view``-ed to ``(B, K)`` (or ``(M,)`` when a filterer dropped some: the negatives are
+  filtered *before* they are scored, so no score is ever dropped); then PyKEEN's pointwise
+  ``process_slcwa_scores`` ``.view(-1)``-s both and concatenates them: *views*, then a *concatenation*.
+
+A tensor that shares the memory of recorded scores (same first element, same number of elements, both
+contiguous: the returned tensor or any view or reshape of it) gets that forward's per-head logits; a
+tensor equal, value for value, to the flattened concatenation of the most recent forwards, in the order
+they ran, gets their concatenated per-head logits. Nothing else matches: scores that cannot be traced
+back (another model's, evaluation scores, a copy in another order) make :class:`MoMoKLoss` fail, saying
+why, rather than train on the wrong logits. A lookup removes what it found (and anything older).
+"""
 
 from __future__ import annotations
 
@@ -9,35 +34,88 @@ import torch
 import torch.nn.functional as F
 from pykeen.losses import BCEWithLogitsLoss
 
-__all__ = ["MoMoKLoss", "HEAD_LOSSES", "HEAD_SCORES_ATTRIBUTE", "attach_head_scores", "get_head_scores"]
-
-#: Name of the attribute under which MoMoK attaches per-head logits to the scores it returns in training.
-HEAD_SCORES_ATTRIBUTE = "momok_head_scores"
+__all__ = ["MoMoKLoss", "HEAD_LOSSES", "HeadLogitsRecord"]
 
 
-def attach_head_scores(head_scores: torch.Tensor) -> torch.Tensor:
-    """Return the mean over heads of ``head_scores`` with the per-head logits attached to it.
+class HeadLogitsRecord:
+    """The per-head logits of a model's latest training forwards, until a loss takes them (see module docstring).
 
-    :param head_scores: shape: ``(num_heads, *shape)``, the logits of each head
-    :return: shape: ``shape``; a loss that knows nothing of heads trains on this mean logit, while
-        :class:`MoMoKLoss` reads the attached per-head logits (also through one ``.view``, which is what
-        PyKEEN's sLCWA loop applies to negative scores)
+    A plain object, not a module: nothing of it is in a ``state_dict``, and pickling (PyKEEN's
+    ``trained_model.pkl``) or copying keeps no recorded tensor.
     """
-    scores = head_scores.mean(dim=0)
-    setattr(scores, HEAD_SCORES_ATTRIBUTE, head_scores)
-    return scores
+
+    #: how many forwards are kept: sLCWA scores positives and negatives in two forwards before its loss runs;
+    #: older ones are dropped (the loss takes what it reads, so normally nothing is left over)
+    capacity: ClassVar[int] = 2
+
+    def __init__(self) -> None:
+        """Initialize an empty record."""
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores returned, per-head logits)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_pending": []}
+
+    def record(self, head_logits: torch.Tensor) -> torch.Tensor:
+        """Keep ``head_logits`` and return the scores a model returns for them: their mean over heads.
+
+        :param head_logits: shape: ``(num_heads, *shape)``
+        :return: shape: ``shape``, the mean logit
+        """
+        scores = head_logits.mean(dim=0)
+        self._pending = [*self._pending, (scores, head_logits)][-self.capacity :]
+        return scores
+
+    def clear(self) -> None:
+        """Forget every recorded forward."""
+        self._pending = []
+
+    def find(self, scores: torch.Tensor) -> torch.Tensor | None:
+        """The per-head logits behind ``scores``, shape ``(num_heads, *scores.shape)``, or None; keeps them."""
+        found = self._find(scores)
+        return None if found is None else found[1]
+
+    def take(self, scores: torch.Tensor) -> torch.Tensor | None:
+        """As :meth:`find`, and forget what was found and every forward recorded before it."""
+        found = self._find(scores)
+        if found is None:
+            return None
+        del self._pending[: found[0] + 1]
+        return found[1]
+
+    def _find(self, scores: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+        for index in range(len(self._pending) - 1, -1, -1):
+            returned, heads = self._pending[index]
+            if _same_elements(scores, returned):
+                return index, heads.reshape(heads.shape[0], *scores.shape)
+        for start in range(len(self._pending)):  # concatenations of the latest forwards, longest first
+            part = self._pending[start:]
+            if sum(returned.numel() for returned, _ in part) != scores.numel():
+                continue
+            flat = torch.cat([returned.reshape(-1) for returned, _ in part])
+            if flat.dtype == scores.dtype and flat.device == scores.device and _identical(flat, scores.reshape(-1)):
+                heads = torch.cat([h.reshape(h.shape[0], -1) for _, h in part], dim=1)
+                return len(self._pending) - 1, heads.reshape(heads.shape[0], *scores.shape)
+        return None
 
 
-def get_head_scores(scores: torch.Tensor) -> torch.Tensor:
-    """Return the per-head logits behind ``scores``, shape ``(num_heads, *scores.shape)``."""
-    for candidate in (scores, scores._base):
-        heads = getattr(candidate, HEAD_SCORES_ATTRIBUTE, None) if candidate is not None else None
-        if heads is not None:
-            return heads.reshape(heads.shape[0], *scores.shape)
-    raise TypeError(
-        "MoMoKLoss needs the per-head logits that MoMoK attaches to the scores it returns in training mode, "
-        "but the scores it got carry none: use MoMoKLoss only with the MoMoK model."
+def _same_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` hold the same elements of the same memory in the same order."""
+    return (
+        a.numel() == b.numel()
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and a.is_contiguous()
+        and b.is_contiguous()
+        and a.data_ptr() == b.data_ptr()
     )
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are equal element for element (NaN equal to NaN)."""
+    return bool(torch.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True).all())
 
 
 #: the per-head objectives :class:`MoMoKLoss` knows
@@ -72,6 +150,11 @@ class MoMoKLoss(BCEWithLogitsLoss):
     over all query-candidate pairs. The softmax objective needs 1-N scoring (``training_loop="lcwa"``).
     A non-zero ``label_smoothing`` given to the training loop (``training_kwargs``) overrides the
     constructor's value.
+
+    The per-head logits come from :attr:`head_logits_source`, which the MoMoK model sets (see the module
+    docstring); scores whose heads it cannot find raise a :class:`TypeError`. sLCWA goes through PyKEEN's
+    own pointwise ``process_slcwa_scores`` (flatten, concatenate, labels, weights), which then calls
+    :meth:`process_lcwa_scores` here.
     ---
     name: MoMoK multi-head binary cross entropy
     """
@@ -82,6 +165,10 @@ class MoMoKLoss(BCEWithLogitsLoss):
     hpo_default: ClassVar[Mapping[str, Any]] = dict(
         label_smoothing=dict(type=float, low=0.0, high=0.3, step=0.05),
     )
+
+    #: where the per-head logits of the scores come from; MoMoK sets it to its own record at every training
+    #: forward (a plain attribute, not a submodule: the loss holds no reference to the model itself)
+    head_logits_source: HeadLogitsRecord | None = None
 
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.1, head_loss: str = "bce") -> None:
         r"""Initialize the loss.
@@ -148,33 +235,20 @@ class MoMoKLoss(BCEWithLogitsLoss):
         num_entities: int | None = None,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self._multi_head(get_head_scores(predictions), labels, label_smoothing, num_entities, weights)
+        return self._multi_head(self._head_logits(predictions), labels, label_smoothing, num_entities, weights)
 
-    def process_slcwa_scores(  # noqa: D102
-        self,
-        positive_scores: torch.Tensor,
-        negative_scores: torch.Tensor,
-        label_smoothing: float | None = None,
-        batch_filter: torch.Tensor | None = None,
-        num_entities: int | None = None,
-        pos_weights: torch.Tensor | None = None,
-        neg_weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        positive = get_head_scores(positive_scores).flatten(start_dim=1)
-        negative = get_head_scores(negative_scores).flatten(start_dim=1)
-        predictions = torch.cat([positive, negative], dim=1)
-        labels = torch.cat([positive.new_ones(positive.shape[1]), negative.new_zeros(negative.shape[1])])
-        weights = None
-        if pos_weights is not None or neg_weights is not None:
-            weights = torch.ones_like(labels)
-            if pos_weights is not None:
-                weights[: positive.shape[1]] = pos_weights.reshape(-1)
-            if neg_weights is not None:
-                weights[positive.shape[1] :] = neg_weights.reshape(-1)
-        return self._multi_head(predictions, labels, label_smoothing, num_entities, weights)
-
-
-# Last line on purpose: PyKEEN may call back into the registration while this module is half imported.
-from .registration import register_if_ready  # noqa: E402
-
-register_if_ready()
+    def _head_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        """The per-head logits behind ``scores``, shape ``(num_heads, *scores.shape)``."""
+        source = self.head_logits_source
+        heads = None if source is None else source.take(scores)
+        if heads is None:
+            raise TypeError(
+                "MoMoKLoss needs the per-head logits of the scores it is given, and finds none for these "
+                + (
+                    "(no model has handed it its per-head logits: use MoMoKLoss only as the loss of a MoMoK model)"
+                    if source is None
+                    else "(they are not the training scores of its MoMoK model, a view of them, or PyKEEN's "
+                    "concatenation of its latest ones; see pykeen_momok.losses)"
+                )
+            )
+        return heads

@@ -1,4 +1,10 @@
-"""MoMoK as a PyKEEN model."""
+"""MoMoK as a PyKEEN model.
+
+In training, the score methods return the mean of the heads' logits and record the per-head logits in
+the model's :class:`~pykeen_momok.losses.HeadLogitsRecord` when the loss is a
+:class:`~pykeen_momok.losses.MoMoKLoss`, which reads them there (:mod:`pykeen_momok.losses` says how);
+in evaluation they return the joint decision.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from pykeen.triples import KGInfo
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .losses import MoMoKLoss
+from .losses import HeadLogitsRecord, MoMoKLoss
 from .nn.adapters import LinearAdapter, ModalityAdapter, PoolingAdapter
 from .nn.experts import EXPERT_INITS
 from .nn.interaction import MoMoKInteraction
@@ -359,6 +365,8 @@ class MoMoK(ERModel):
         self.recompute_candidates = recompute_candidates
         self._candidate_cache: tuple[tuple, list[torch.Tensor]] | None = None
         self._warned_slcwa = False
+        #: the per-head logits of the latest training forwards, for a MoMoKLoss (see :meth:`_scores`)
+        self.head_logits_record = HeadLogitsRecord()
         if not isinstance(self.loss, MoMoKLoss):
             warnings.warn(
                 f"MoMoK is trained with {type(self.loss).__name__} on the mean of its heads' logits, not with the "
@@ -425,6 +433,19 @@ class MoMoK(ERModel):
         self._candidate_cache = (key, candidates) if cacheable else None
         return candidates
 
+    def _scores(self, head_logits: torch.Tensor) -> torch.Tensor:
+        """The scores a score method returns for per-head logits ``(H, *shape)``, shape ``shape``.
+
+        Training with a :class:`~pykeen_momok.losses.MoMoKLoss`: the mean logit, with the per-head logits
+        recorded for the loss, which is (re)pointed at this model's record here, so that a loss set after
+        construction (``model.loss = ...``) works too. Any other loss gets the mean logit and nothing is kept.
+        """
+        loss = self.loss
+        if self.training and isinstance(loss, MoMoKLoss):
+            loss.head_logits_source = self.head_logits_record
+            return self.head_logits_record.record(head_logits)
+        return self.interaction.combine(head_logits)
+
     def score_hrt(self, hrt_batch: torch.Tensor, *, mode=None) -> torch.Tensor:  # noqa: D102
         if self.training and not self._warned_slcwa:
             self._warned_slcwa = True
@@ -435,7 +456,7 @@ class MoMoK(ERModel):
             )
         z = self._queries(hrt_batch[:, 0], hrt_batch[:, 1])
         logits = self.interaction.pair_logits(z, self._candidates(hrt_batch[:, 2]))
-        return self.interaction.combine(logits.unsqueeze(-1))
+        return self._scores(logits.unsqueeze(-1))
 
     def score_t(self, hr_batch: torch.Tensor, *, slice_size=None, mode=None, tails=None) -> torch.Tensor:  # noqa: D102
         # slice_size is accepted for API compatibility: scoring is a matrix product, with no broadcast to slice
@@ -449,7 +470,7 @@ class MoMoK(ERModel):
             logits = torch.stack(
                 [torch.einsum("bd,bnd->bn", zi, ci[tails]) for zi, ci in zip(z, self._candidates(), strict=True)]
             )
-        return self.interaction.combine(logits)
+        return self._scores(logits)
 
     def score_h(self, rt_batch: torch.Tensor, *, slice_size=None, mode=None, heads=None) -> torch.Tensor:  # noqa: D102
         # PyKEEN's inverter edits the batch in place: keep the caller's tensor intact
@@ -457,9 +478,3 @@ class MoMoK(ERModel):
 
     def score_r(self, ht_batch: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError("MoMoK ranks entities; relation prediction (score_r) is not supported.")
-
-
-# Last line on purpose: PyKEEN may call back into the registration while this module is half imported.
-from .registration import register_if_ready  # noqa: E402
-
-register_if_ready()

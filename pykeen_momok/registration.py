@@ -1,38 +1,38 @@
 """The one place that talks to PyKEEN's resolvers.
 
-PyKEEN 1.11.1 reads entry points for datasets only (group ``pykeen.datasets``), not for models or
-losses. Our dataset entry points import this package, and importing it calls :func:`install`, which
-registers :class:`~pykeen_momok.model.MoMoK` and :class:`~pykeen_momok.losses.MoMoKLoss` as soon as
-``pykeen.models`` is *completely* imported. Three situations occur, depending on which PyKEEN module
-the user imported first:
+PyKEEN 1.11.1 reads entry points for datasets only (group ``pykeen.datasets``), and registers our datasets
+from them itself. MoMoK and MoMoKLoss are added here, with the resolvers' public ``register``, to
+``pykeen.models.model_resolver`` and ``pykeen.losses.loss_resolver``, which exist only once those modules
+are *completely* imported. Our package is imported by the user, or by PyKEEN loading those entry points
+while ``pykeen.datasets`` is being imported, which is usually while ``pykeen.models`` is being imported
+too (it imports ``pykeen.datasets`` through ``pykeen.triples.leakage`` long before it builds its resolver).
 
-1. ``pykeen.models`` is already complete: register at once.
-2. ``pykeen.models`` is not imported yet (e.g. the user imported ``pykeen.datasets`` or ``pykeen.nn``
-   first): a one-shot meta-path finder wraps the loader of ``pykeen.models`` and registers right
-   after the module body has run.
-3. ``pykeen.models`` is *being* imported: this is the usual case, because ``pykeen.models`` imports
-   ``pykeen.datasets`` (through ``pykeen.triples.leakage``) long before it creates ``model_resolver``
-   at the end of its body. No import hook can run "after" a module that is already executing, so we
-   hand the partially initialised module a one-shot stand-in for the name ``ClassResolver`` it is about
-   to call; the stand-in restores the real class, builds the resolver exactly as PyKEEN asked, and
-   adds our classes to it. ``tests/test_registration.py`` checks every import order in fresh
-   interpreters.
+So :func:`install` (run by ``import pykeen_momok``) does at once what can be done, and waits for the rest
+on one thing Python guarantees: a submodule is bound as an attribute of its package right after its body
+has run ("The import system", Submodules, in the language reference), however it was imported. While
+something is left to do, the ``pykeen`` and ``pykeen_momok`` package objects get a subclass of
+:class:`types.ModuleType` whose ``__setattr__`` calls :func:`install_what_is_ready` after each such
+binding; once nothing is left, they get :class:`types.ModuleType` back. What waits for what:
 
-The same hooks send :func:`pykeen.datasets.get_dataset` of *our* datasets to our own dataset cache
-(:func:`patch_dataset_cache`, :mod:`pykeen_momok.datasets.cache`): PyKEEN keys its cache by keyword
-arguments alone. That wraps a private PyKEEN function, so it is done only on the PyKEEN releases it was
-tested with, and every other dataset reaches PyKEEN's function exactly as before.
+- MoMoK and MoMoKLoss are registered once ``pykeen.models`` is complete (``pykeen.losses`` is by then) and
+  neither ``pykeen_momok.model`` nor ``pykeen_momok.losses`` is half imported (``import pykeen_momok.model``
+  as the first import completes ``pykeen.models`` before ``MoMoK`` exists; its own binding comes later);
+- ``get_dataset`` of our datasets goes to our own cache (:func:`patch_dataset_cache`) once
+  ``pykeen.datasets.utils`` is complete. This is the one private PyKEEN name touched, on the releases it
+  was written for only (:data:`PATCHED_PYKEEN_RELEASES`); every other dataset reaches PyKEEN's function
+  exactly as before.
+
+``tests/test_registration.py`` and ``tests/test_imports.py`` check every import order in fresh interpreters.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
 import inspect
 import logging
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -40,9 +40,8 @@ from class_resolver import ClassResolver
 
 __all__ = [
     "install",
+    "install_what_is_ready",
     "register_model_and_loss",
-    "register_if_ready",
-    "register_datasets_if_ready",
     "patch_dataset_cache",
     "is_momok_dataset",
     "PATCHED_PYKEEN_RELEASES",
@@ -50,19 +49,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MODELS = "pykeen.models"
-
 
 def register_model_and_loss(model_resolver: ClassResolver | None = None) -> None:
     """Register MoMoK in PyKEEN's model resolver and its loss in the loss resolver (idempotent).
 
-    When our own ``model``/``losses`` module is still being imported (it imports PyKEEN, which can call
-    back here), this does nothing: that module registers itself on its last line instead.
+    Call it only once ``pykeen.models`` is completely imported (:func:`install_what_is_ready` checks).
     """
-    for name, attribute in (("pykeen_momok.model", "MoMoK"), ("pykeen_momok.losses", "MoMoKLoss")):
-        module = sys.modules.get(name)
-        if module is not None and not hasattr(module, attribute):
-            return
     from pykeen.losses import loss_resolver
 
     from .losses import MoMoKLoss
@@ -72,27 +64,6 @@ def register_model_and_loss(model_resolver: ClassResolver | None = None) -> None
         from pykeen.models import model_resolver
     _register(model_resolver, MoMoK)
     _register(loss_resolver, MoMoKLoss)
-
-
-def register_if_ready() -> None:
-    """Register model and loss now if ``pykeen.models`` is complete (else :func:`install`'s hooks will)."""
-    models = sys.modules.get(_MODELS)
-    if models is not None and hasattr(models, "model_resolver"):
-        register_model_and_loss(models.model_resolver)
-
-
-def register_datasets_if_ready(*classes: type) -> None:
-    """Register dataset classes now if ``pykeen.datasets`` is complete.
-
-    Normally PyKEEN registers them from our entry points. But when one of our dataset modules is imported
-    *before* ``pykeen.datasets``, PyKEEN loads the entry points while that module is still half imported,
-    fails on it and moves on; the module then calls this on its last line.
-    """
-    datasets = sys.modules.get("pykeen.datasets")
-    resolver = getattr(datasets, "dataset_resolver", None)
-    if resolver is not None:
-        for cls in classes:
-            _register(resolver, cls)
 
 
 def _register(resolver: ClassResolver, cls: type) -> None:
@@ -105,73 +76,26 @@ def _register(resolver: ClassResolver, cls: type) -> None:
     resolver.register(cls)
 
 
-class _ResolverFactoryStandIn:
-    """Stands in for ``ClassResolver`` in a partially imported ``pykeen.models`` (see module docstring)."""
-
-    def __init__(self, namespace: dict[str, Any], original: type[ClassResolver]) -> None:
-        self._namespace = namespace
-        self._original = original
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._original, name)
-
-    def from_subclasses(self, *args: Any, **kwargs: Any) -> ClassResolver:
-        self._namespace["ClassResolver"] = self._original
-        resolver = self._original.from_subclasses(*args, **kwargs)
-        register_model_and_loss(resolver)
-        return resolver
+def _register_if_ready() -> bool:
+    """Register model and loss if PyKEEN and our modules allow it now; return whether that is done."""
+    models = sys.modules.get("pykeen.models")
+    if not hasattr(models, "model_resolver"):
+        return False
+    for name, attribute in (("pykeen_momok.losses", "MoMoKLoss"), ("pykeen_momok.model", "MoMoK")):
+        module = sys.modules.get(name)
+        if module is not None and not hasattr(module, attribute):
+            return False  # half imported: its binding to pykeen_momok calls us again
+    register_model_and_loss(models.model_resolver)
+    return True
 
 
-class _AfterImportFinder(importlib.abc.MetaPathFinder):
-    """One-shot finder that runs a callback right after a given module has been executed."""
-
-    def __init__(self, fullname: str, callback: Callable[[types.ModuleType], None]) -> None:
-        self.fullname = fullname
-        self.callback = callback
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname != self.fullname:
-            return None
-        _remove_finder(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        callback = self.callback
-
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-                return loader.create_module(spec)
-
-            def exec_module(self, module: types.ModuleType) -> None:
-                loader.exec_module(module)
-                callback(module)
-
-        spec.loader = _Loader()
-        return spec
-
-
-def _remove_finder(finder: importlib.abc.MetaPathFinder) -> None:
-    try:
-        sys.meta_path.remove(finder)
-    except ValueError:
-        pass
-
-
-def _when_complete(fullname: str, marker: str, callback: Callable[[types.ModuleType], None]) -> bool:
-    """Run ``callback(module)`` once ``fullname`` is imported and defines ``marker``.
-
-    :returns: whether the callback ran already
-    """
-    module = sys.modules.get(fullname)
-    if module is not None and hasattr(module, marker):
-        callback(module)
-        return True
-    if module is None and not any(
-        isinstance(f, _AfterImportFinder) and f.fullname == fullname for f in sys.meta_path
-    ):
-        sys.meta_path.insert(0, _AfterImportFinder(fullname, callback))
-    return False
+def _patch_if_ready() -> bool:
+    """Route our datasets to our cache if ``pykeen.datasets.utils`` is complete; return whether that is done."""
+    utils = sys.modules.get("pykeen.datasets.utils")
+    if not hasattr(utils, "_cached_get_dataset"):
+        return False
+    patch_dataset_cache(utils)
+    return True
 
 
 #: The PyKEEN releases whose private ``pykeen.datasets.utils._cached_get_dataset`` :func:`patch_dataset_cache`
@@ -255,20 +179,59 @@ def patch_dataset_cache(utils: types.ModuleType) -> None:
     utils._cached_get_dataset = _cached_get_dataset
 
 
-def install() -> None:
-    """Make MoMoK and its loss resolvable by name, now or as soon as PyKEEN allows.
+#: what :func:`install` has left to do
+_pending = {"register": _register_if_ready, "dataset cache": _patch_if_ready}
 
-    The datasets are registered by PyKEEN itself from the ``pykeen.datasets`` entry points; here we only
-    send ``get_dataset`` of our datasets to our own cache (:func:`patch_dataset_cache`).
+
+def install_what_is_ready() -> bool:
+    """Do what is left of :func:`install` and can be done now; return whether nothing is left."""
+    for name, step in list(_pending.items()):
+        if name in _pending and step():
+            _pending.pop(name, None)
+    return not _pending
+
+
+class _CallsBackOnSubmodules(types.ModuleType):
+    """A package object that calls :func:`install_what_is_ready` when a submodule has been imported."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{self.__name__}.{name}":
+            try:
+                done = install_what_is_ready()
+            except Exception as error:  # an import of PyKEEN must not fail because of this plugin
+                warnings.warn(f"pykeen_momok could not register itself with PyKEEN: {error!r}", RuntimeWarning)
+                done = True
+            if done:
+                _stop_waiting()
+
+
+_PACKAGES = ("pykeen", "pykeen_momok")
+
+
+def _stop_waiting() -> None:
+    for package in _PACKAGES:
+        module = sys.modules.get(package)
+        if type(module) is _CallsBackOnSubmodules:
+            module.__class__ = types.ModuleType
+
+
+def install() -> None:
+    """Make MoMoK and its loss resolvable by name, and send our datasets to our cache, now or once PyKEEN allows.
+
+    Idempotent. Imports PyKEEN's top-level package (a few lines: its version), none of its modules.
     """
-    models = sys.modules.get(_MODELS)
-    if models is not None and not hasattr(models, "model_resolver"):
-        namespace = vars(models)
-        original = namespace.get("ClassResolver")
-        if original is ClassResolver:
-            namespace["ClassResolver"] = _ResolverFactoryStandIn(namespace, original)
-        else:  # an unknown PyKEEN layout: fall back to the first lookup after the import completes
-            logger.warning("pykeen_momok: could not hook pykeen.models; call pykeen_momok.install() after importing it")
-    else:
-        _when_complete(_MODELS, "model_resolver", lambda module: register_model_and_loss(module.model_resolver))
-    _when_complete("pykeen.datasets.utils", "_cached_get_dataset", patch_dataset_cache)
+    import pykeen  # noqa: F401
+
+    if install_what_is_ready():
+        _stop_waiting()
+        return
+    for package in _PACKAGES:
+        module = sys.modules[package]
+        if type(module) is types.ModuleType:
+            module.__class__ = _CallsBackOnSubmodules
+        elif type(module) is not _CallsBackOnSubmodules:
+            logger.warning(
+                f"pykeen_momok: the {package} package is a {type(module).__name__}, so this plugin cannot wait "
+                f"for PyKEEN's imports: call pykeen_momok.install() again after importing pykeen.models"
+            )

@@ -18,6 +18,7 @@ from pykeen_momok.datasets.archives import (
     read_mmkb_image_features,
     reference_pooling,
 )
+from pykeen_momok.nn.adapters import reference_pool
 
 #: (dataset, modality) -> width of the published matrices and the pooling layout the reference applies
 REFERENCE = {
@@ -45,8 +46,7 @@ def test_published_shapes_and_pooling_layouts(tmp_path, dataset, modality):
     assert loaded.labels is None and loaded.present is None
     np.testing.assert_array_equal(loaded.features, matrix.numpy())
     # the model's reference pooling (pykeen_momok.nn.adapters) accepts these widths
-    adapters = pytest.importorskip("pykeen_momok.nn.adapters")
-    pooled = adapters.reference_pool(torch.from_numpy(loaded.features), layout)
+    pooled = reference_pool(torch.from_numpy(loaded.features), layout)
     assert pooled.shape == (5, width if layout == "identity" else 256)
 
 

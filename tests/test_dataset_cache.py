@@ -181,9 +181,9 @@ def test_the_package_version_is_part_of_the_key(tmp_path, monkeypatch):
     kwargs = _kwargs(folder, tmp_path, text_features=None)
     get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs)
     assert isinstance(get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs), EagerDataset)
-    import pykeen_momok
+    import pykeen_momok.version
 
-    monkeypatch.setattr(pykeen_momok, "__version__", "999.0")
+    monkeypatch.setattr(pykeen_momok.version, "__version__", "999.0")
     assert isinstance(get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs), MKGY)  # rebuilt
     assert isinstance(get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs), EagerDataset)
 

@@ -13,7 +13,7 @@ from pykeen.triples import TriplesFactory
 
 from pykeen_momok import MoMoK, MoMoKLoss
 from pykeen_momok.datasets.synthetic import SyntheticMMKG
-from pykeen_momok.losses import get_head_scores
+from pykeen_momok.losses import HeadLogitsRecord
 
 from conftest import shared_dataset_dir
 
@@ -84,16 +84,21 @@ def test_score_hrt_matches_score_t_and_score_h(tiny):
 def test_training_scores_carry_head_logits(tiny):
     model = _model(tiny.training).train()
     scores = model.score_t(tiny.training.mapped_triples[:5, :2])
-    heads = get_head_scores(scores)
+    heads = model.head_logits_record.find(scores)
     assert heads.shape == (4, 5, tiny.training.num_entities)
     assert torch.allclose(scores, heads.mean(dim=0))
+
+
+def _recorded(loss: MoMoKLoss, *head_logits: torch.Tensor) -> list[torch.Tensor]:
+    """The scores a MoMoK model returns for ``head_logits``, recorded for ``loss`` as the model does."""
+    loss.head_logits_source = HeadLogitsRecord()
+    return [loss.head_logits_source.record(heads) for heads in head_logits]
 
 
 def test_loss_is_sum_of_per_head_bce(tiny):
     loss = MoMoKLoss(label_smoothing=0.1)
     heads = torch.randn(3, 2, 50)
-    scores = heads.mean(dim=0)
-    scores.momok_head_scores = heads
+    (scores,) = _recorded(loss, heads)
     labels = torch.zeros(2, 50)
     labels[0, 1] = labels[1, 4] = 1
     smoothed = 0.9 * labels + 1 / 50
@@ -102,7 +107,11 @@ def test_loss_is_sum_of_per_head_bce(tiny):
     )
     assert torch.allclose(loss.process_lcwa_scores(scores, labels, num_entities=50), expected, atol=1e-6)
     with pytest.raises(TypeError, match="per-head logits"):
+        loss.process_lcwa_scores(scores, labels)  # taken already
+    with pytest.raises(TypeError, match="per-head logits"):
         loss.process_lcwa_scores(torch.randn(2, 50), labels)
+    with pytest.raises(TypeError, match="loss of a MoMoK model"):
+        MoMoKLoss().process_lcwa_scores(torch.randn(2, 50), labels)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -110,8 +119,7 @@ def test_softmax_head_loss_is_sum_of_per_head_cross_entropy(reduction):
     """``head_loss="softmax"``: per head, -sum_t y~_t log softmax(S)_t with y~ = 0.9 y/|y|_1 + 0.1/E."""
     loss = MoMoKLoss(label_smoothing=0.1, head_loss="softmax", reduction=reduction)
     heads = torch.randn(3, 2, 50)
-    scores = heads.mean(dim=0)
-    scores.momok_head_scores = heads
+    (scores,) = _recorded(loss, heads)
     labels = torch.zeros(2, 50)
     labels[0, 1] = labels[1, 4] = labels[1, 7] = 1
     target = 0.9 * labels / labels.sum(dim=1, keepdim=True) + 0.1 / 50
@@ -119,14 +127,15 @@ def test_softmax_head_loss_is_sum_of_per_head_cross_entropy(reduction):
     expected = per_query.sum(dim=0).mean() if reduction == "mean" else per_query.sum()
     assert torch.allclose(loss.process_lcwa_scores(scores, labels, num_entities=50), expected, atol=1e-5)
     # it differs from the BCE objective on the same scores
-    bce = MoMoKLoss(label_smoothing=0.1, reduction=reduction).process_lcwa_scores(scores, labels, num_entities=50)
+    bce_loss = MoMoKLoss(label_smoothing=0.1, reduction=reduction)
+    (scores,) = _recorded(bce_loss, heads)
+    bce = bce_loss.process_lcwa_scores(scores, labels, num_entities=50)
     assert not torch.allclose(bce, expected)
 
 
 def test_softmax_head_loss_needs_one_to_n_scores(tiny):
     loss = MoMoKLoss(head_loss="softmax")
-    positive, negative = torch.randn(4), torch.randn(4, 3)
-    positive.momok_head_scores, negative.momok_head_scores = torch.randn(3, 4), torch.randn(3, 4, 3)
+    positive, negative = _recorded(loss, torch.randn(3, 4), torch.randn(3, 4, 3))
     with pytest.raises(ValueError, match="training_loop='lcwa'"):
         loss.process_slcwa_scores(positive, negative)
     with pytest.raises(ValueError, match="head_loss must be one of"):

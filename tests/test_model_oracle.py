@@ -23,7 +23,6 @@ import torch
 
 from pykeen_momok import MoMoK, MoMoKLoss
 from pykeen_momok.triples import ModalityFeatures, MultiModalTriplesFactory
-from pykeen_momok.losses import get_head_scores
 from pykeen_momok.nn import tucker
 from pykeen_momok.nn.tucker import (
     core_dropout_masks,
@@ -115,10 +114,12 @@ def _batch(factory):
 
 
 def _loss(model, pairs, labels, seed=3):
+    """The per-head logits ``(H, B, E)`` of a training forward, and its loss."""
     torch.manual_seed(seed)
     scores = model.score_t(pairs)
+    heads = model.head_logits_record.find(scores)
     loss = model.loss.process_lcwa_scores(scores, labels, num_entities=model.num_entities)
-    return scores, loss + model.collect_regularization_term()
+    return heads, loss + model.collect_regularization_term()
 
 
 def _assert_same_gradients(a: MoMoK, b: MoMoK, **tolerance) -> None:
@@ -159,9 +160,9 @@ def test_train_scores_loss_and_gradients_equal_without_dropout(tiny):
     for model in (fused, per_query):
         model.train()
         model.zero_grad(set_to_none=True)
-        scores, loss = _loss(model, pairs, labels)
+        heads, loss = _loss(model, pairs, labels)
         loss.backward()
-        results.append((get_head_scores(scores).detach(), loss.detach()))
+        results.append((heads.detach(), loss.detach()))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
     _assert_same_gradients(fused, per_query, rtol=1e-9, atol=1e-12)
@@ -184,7 +185,7 @@ def test_train_with_core_dropout_equals_per_query_with_the_same_masks(tiny, monk
     pairs, labels = _batch(tiny.training)
     fused.train()
     per_query.train()
-    scores_a, loss_a = _loss(fused, pairs, labels)
+    heads_a, loss_a = _loss(fused, pairs, labels)
     loss_a.backward()
 
     _, p_eff, scale = core_dropout_threshold(0.4)
@@ -202,10 +203,10 @@ def test_train_with_core_dropout_equals_per_query_with_the_same_masks(tiny, monk
         return m * keep * scale
 
     monkeypatch.setattr(tucker, "F", types.SimpleNamespace(dropout=dropout))
-    scores_b, loss_b = _loss(per_query, pairs, labels)
+    heads_b, loss_b = _loss(per_query, pairs, labels)
     loss_b.backward()
     assert not queue
-    torch.testing.assert_close(get_head_scores(scores_a), get_head_scores(scores_b), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(heads_a, heads_b, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=1e-12)
     _assert_same_gradients(fused, per_query, rtol=1e-9, atol=1e-12)
 
@@ -221,7 +222,7 @@ def test_candidate_recomputation_replays_randomness(tiny):
     losses = []
     for model in (a, b):
         model.train()
-        scores, loss = _loss(model, pairs, labels, seed=21)
+        _, loss = _loss(model, pairs, labels, seed=21)
         loss.backward()
         losses.append(loss.detach())
         after = torch.rand(3)  # the global RNG must be where it would be without recomputation

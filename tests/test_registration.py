@@ -41,6 +41,9 @@ assert dataset_resolver.lookup("SyntheticMMKG").__module__ == "pykeen_momok.data
 assert dataset_resolver.lookup("MKG-Y").__name__ == "MKGY" and dataset_resolver.lookup("FB15K-237-IMG").__name__ == "FB15k237IMG"
 import pykeen.datasets.utils
 assert getattr(pykeen.datasets.utils._cached_get_dataset, "_momok_wrapped", False), "dataset cache not routed"
+import sys, types
+# nothing left to wait for: both packages have their plain class back
+assert type(sys.modules["pykeen"]) is types.ModuleType and type(sys.modules["pykeen_momok"]) is types.ModuleType
 print("ok")
 """
 
@@ -66,6 +69,43 @@ def results() -> dict[str, subprocess.CompletedProcess]:
 def test_resolvable_whatever_is_imported_first(results, first: str):
     result = results[first]
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    # PyKEEN loaded every entry point (it logs "could not load <name>" for one it found half imported)
+    assert "could not load" not in result.stderr, result.stderr[-3000:]
+
+
+def test_importing_the_package_is_cheap():
+    """``import pykeen_momok`` loads no torch and no PyKEEN module but PyKEEN's package (and its version)."""
+    code = (
+        "import sys, pykeen_momok; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'pykeen.'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["['pykeen.version']"]
+
+
+def test_a_package_of_an_unknown_class_is_left_alone():
+    """If another tool gave ``pykeen`` its own module class, install() says so and changes nothing."""
+    code = textwrap.dedent(
+        """
+        import sys, types, pykeen
+        class Other(types.ModuleType):
+            pass
+        pykeen.__class__ = Other
+        import pykeen_momok
+        assert type(pykeen) is Other
+        import pykeen.models
+        from pykeen.models import model_resolver
+        assert "momok" not in model_resolver.lookup_dict  # nothing could wait for pykeen.models
+        pykeen_momok.install()  # what the warning says to do
+        assert model_resolver.lookup("MoMoK").__module__ == "pykeen_momok.model"
+        assert type(pykeen) is Other and type(pykeen_momok) is types.ModuleType
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    assert "call pykeen_momok.install() again after importing pykeen.models" in result.stderr
 
 
 def test_registration_is_idempotent():

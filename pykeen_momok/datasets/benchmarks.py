@@ -835,9 +835,3 @@ class KVC16K(MMKGBenchmark):
 
 # keep the checksum table honest about what it covers
 assert all(spec.has_checksum for cls in (DB15K, MKGW, MKGY, FB15k237IMG, KVC16K) for spec in cls.required_files)
-
-
-# Last line on purpose: see pykeen_momok.registration.register_datasets_if_ready
-from ..registration import register_datasets_if_ready  # noqa: E402
-
-register_datasets_if_ready(DB15K, MKGW, MKGY, FB15k237IMG, KVC16K)

@@ -341,7 +341,7 @@ def _canonical(kwargs: Mapping[str, Any]) -> dict[str, str]:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from .. import __version__
+    from ..version import __version__
     from ..triples import _BINARY_FORMAT
 
     try:

@@ -152,9 +152,3 @@ class SyntheticMMKG(EagerDataset):
             for key, triples in splits.items()
         }
         super().__init__(**factories)
-
-
-# Last line on purpose: see pykeen_momok.registration.register_datasets_if_ready
-from ..registration import register_datasets_if_ready  # noqa: E402
-
-register_datasets_if_ready(SyntheticMMKG)

@@ -8,7 +8,6 @@ import torch
 from pykeen.nn.modules import Interaction
 from torch import nn
 
-from ..losses import attach_head_scores
 from .experts import ModalityExperts
 from .fusion import ModalityFusion
 from .tucker import TuckerHead
@@ -33,7 +32,9 @@ class MoMoKInteraction(Interaction):
     modality's adapter turns into the working vector ``(n, d_m)``. Relation representations are the
     temperature logit :math:`\theta_r` ``(n, 1)`` and one ``(n, d_r)`` embedding per base modality.
 
-    Scores are logits per head in training, and the joint decision (mean sigmoid) in evaluation.
+    :meth:`combine` turns the per-head logits into scores: their mean in training (what a loss that knows
+    nothing of heads trains on; the model also records them for :class:`~pykeen_momok.losses.MoMoKLoss`),
+    the joint decision (mean sigmoid) in evaluation.
     """
 
     def __init__(
@@ -185,9 +186,9 @@ class MoMoKInteraction(Interaction):
         return torch.stack([(zi * ci).sum(dim=-1) for zi, ci in zip(z, candidates, strict=True)])
 
     def combine(self, head_logits: torch.Tensor) -> torch.Tensor:
-        """Per-head logits ``(H, *shape)`` to the scores the model returns, shape ``shape``."""
+        """Per-head logits ``(H, *shape)`` to scores, shape ``shape``: mean logit (training) or joint decision."""
         if self.training:
-            return attach_head_scores(head_logits)
+            return head_logits.mean(dim=0)
         return joint_decision(head_logits)
 
     def forward(self, h, r, t):  # noqa: D102
