@@ -137,7 +137,16 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, help="override every setup's random seed")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results" / "quality")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=pathlib.Path,
+        help="no training: combine the runs of earlier result .json files (e.g. setups run side by side in "
+        "separate processes) into one table and plot at --out",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        return args
     if args.minutes is None and args.epochs is None:
         parser.error("give a budget: --minutes and/or --epochs")
     for name in ("minutes", "eval_every"):
@@ -154,6 +163,8 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     args = _parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
@@ -199,6 +210,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_outputs(args.out, meta, runs)
     print("[quality] wrote " + ", ".join(str(p) for p in paths), flush=True)
     return 0 if all(math.isfinite(run["test"]["mrr"]) for run in runs) else 1
+
+
+def merge(paths: Sequence[pathlib.Path], out: pathlib.Path) -> int:
+    """Write one table and plot for the runs of several result files (their metadata must agree on the dataset)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _quality import write_outputs
+
+    results = [json.loads(path.read_text()) for path in paths]
+    datasets = {result["meta"]["dataset"] for result in results}
+    if len(datasets) != 1:
+        raise SystemExit(f"--merge: the files hold different datasets {sorted(datasets)}")
+    meta = dict(results[0]["meta"], merged_from=[str(path) for path in paths])
+    meta["commands"] = [result["meta"]["command"] for result in results]
+    runs = [run for result in results for run in result["runs"]]
+    written = write_outputs(out, meta, runs)
+    print("[quality] wrote " + ", ".join(str(p) for p in written), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

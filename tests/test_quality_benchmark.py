@@ -64,6 +64,9 @@ def test_quality_run_on_synthetic_data(tmp_path, monkeypatch):
     assert csv_rows[0].startswith("setup,epoch,train_seconds,valid_mrr") and len(csv_rows) == 1 + 6
     table = out.with_suffix(".md").read_text()
     assert table.count("momok_synthetic.json@") == 1 and table.count("| tucker@") == 1 and "paper protocol" in table
+    # two result files merge into one table and plot
+    assert quality.main(["--merge", str(out.with_suffix(".json")), str(out.with_suffix(".json")), "--out", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m.md").read_text().count("| tucker@") == 2
     from PIL import Image
 
     with Image.open(out.with_suffix(".png")) as image:
