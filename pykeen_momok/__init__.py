@@ -1,9 +1,9 @@
 """MoMoK (Mixture of Modality Knowledge Experts) for multi-modal knowledge graph completion, as a PyKEEN plugin.
 
 Importing this package is cheap: it loads neither torch nor any module of PyKEEN (only PyKEEN's top-level
-package, a few lines). Public names are resolved lazily, and :func:`~pykeen_momok.registration.install` arranges that ``pipeline(model="MoMoK", ...)``,
-``loss="MoMoKLoss"`` and the datasets (``"DB15K"``, ``"MKG-W"``, ``"MKG-Y"``, ``"FB15K-237-IMG"``,
-``"KVC16K"``, ``"SyntheticMMKG"``) resolve by name in PyKEEN.
+package, a few lines). Public names are resolved lazily, and :func:`~pykeen_momok.registration.install`
+arranges that ``pipeline(model="MoMoK", ...)``, ``loss="MoMoKLoss"`` and the datasets (``"DB15K"``,
+``"MKG-W"``, ``"MKG-Y"``, ``"FB15K-237-IMG"``, ``"KVC16K"``, ``"SyntheticMMKG"``) resolve by name in PyKEEN.
 """
 
 from __future__ import annotations
