@@ -209,3 +209,29 @@ def test_which_datasets_are_ours():
 
     assert is_momok_dataset(MKGY) and is_momok_dataset(SyntheticMMKG) and is_momok_dataset(UsersGraph)
     assert not is_momok_dataset(Nations) and not is_momok_dataset(None) and not is_momok_dataset("MKG-Y")
+
+
+def test_a_submodule_is_bound_to_its_package_after_its_body_ran(tmp_path):
+    """What registration waits on: the binding comes once the body has run, nested imports included."""
+    package = tmp_path / "toy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "inner.py").write_text("X = 1\n")
+    (package / "sub.py").write_text("DONE = False\nimport toy.inner\nDONE = True\n")
+    code = textwrap.dedent(
+        """
+        import types, toy
+        seen = []
+        class Watch(types.ModuleType):
+            def __setattr__(self, name, value):
+                super().__setattr__(name, value)
+                seen.append((name, getattr(value, "DONE", "-")))
+        toy.__class__ = Watch
+        import toy.sub
+        print(seen)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[('inner', '-'), ('sub', True)]"
