@@ -5,7 +5,7 @@ A *recipe* is a set of :func:`pykeen.pipeline.pipeline` keyword arguments (witho
 - ``"paper"``: the reference code's settings (per-head BCE with label smoothing, d = 256 — 300 on MKG-Y, 200
   on MKG-W —, Adam 5e-4, batch 1024, 2000 epochs, early stopping on validation MRR every 100 epochs);
 - ``"fast"``: the same model with the settings the ``configs/*_fast.json`` files use (per-head softmax
-  cross-entropy, d = 64, identity-started experts, fixed feature tables, linear adapters, Adam 3e-3, batch 512,
+  cross-entropy, d = 64, identity-started experts, fixed feature tables, linear adapters, no core dropout, Adam 1e-2, batch 512,
   100 epochs, early stopping every 5 epochs).
 
 They are the settings of the ``configs/momok_<dataset>.json`` and ``configs/momok_<dataset>_fast.json`` files,
@@ -60,7 +60,7 @@ RECIPES: Mapping[str, Mapping[str, Any]] = {
             relation_dim=64,
             num_experts=3,
             mi_weight=1e-4,
-            mi_estimator_lr=3e-3,
+            mi_estimator_lr=1e-2,
             adapters="linear",
             expert_init="identity",
             trainable_features=False,
@@ -73,7 +73,7 @@ RECIPES: Mapping[str, Mapping[str, Any]] = {
         loss_kwargs=dict(head_loss="softmax", label_smoothing=0.1),
         training_loop="lcwa",
         optimizer="adam",
-        optimizer_kwargs=dict(lr=3e-3),
+        optimizer_kwargs=dict(lr=1e-2),
         training_kwargs=dict(num_epochs=100, batch_size=512),
         stopper="early",
         stopper_kwargs=dict(frequency=5, patience=4, metric="mrr"),
