@@ -32,7 +32,7 @@ def test_setup_overrides_and_unknown_names():
 def test_every_benchmark_has_paper_fast_and_baseline_setups():
     for name in ("DB15K", "MKG-W", "MKG-Y", "FB15K-237-IMG", "KVC16K"):
         setups = {**quality.momok_setups(name), **quality.baseline_setups(name)}
-        assert {"momok-paper", "momok-fast", "tucker", "complex-ce", "complex-ce-n3"} <= set(setups), name
+        assert {"momok-paper", "momok-fast", "tucker", "tucker-fast", "complex-ce", "complex-ce-n3"} <= set(setups), name
         assert setups["momok-paper"]["loss_kwargs"]["head_loss"] == "bce"
         assert setups["momok-fast"]["loss_kwargs"]["head_loss"] == "softmax"
         assert setups["momok-paper"]["dataset"] == setups["momok-fast"]["dataset"] == name
