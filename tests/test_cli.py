@@ -214,7 +214,7 @@ def test_recipes_are_the_config_files_settings(path: str) -> None:
     name = "fast" if path.endswith(("_fast.json", "_cpu.json")) else "paper"
     expected = {**recipe(name, pipeline["dataset"]), "dataset": pipeline["dataset"]}
     if path.endswith("_cpu.json"):  # the fast recipe, shortened for a 2-core CPU
-        expected = merge(expected, dict(training_kwargs=dict(num_epochs=20), stopper_kwargs=dict(patience=2)))
+        expected = merge(expected, dict(training_kwargs=dict(num_epochs=15), stopper_kwargs=dict(patience=2)))
     assert expected == pipeline
 
 
