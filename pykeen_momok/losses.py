@@ -1,4 +1,4 @@
-"""MoMoK's training objective: one binary cross-entropy per head, summed (method doc, section 4).
+"""MoMoK's training objective: one loss per head, summed (method doc, section 4): the paper's BCE, or a softmax CE.
 
 How the per-head logits reach the loss
 --------------------------------------
