@@ -228,8 +228,9 @@ def test_real_mkgy_fast_recipe_ranks():
     ``pipeline(model="MoMoK", dataset="MKG-Y")`` from the shared files (structure + name-derived text), the
     config's settings with d = d_r = 32 and 2 epochs (about 1.5 minutes on 2 CPU cores), then a filtered
     evaluation on the validation split. A random ranker's MRR over MKG-Y's 15,000 entities is about 0.00068
-    with a standard deviation of about 0.00014 over the split's 5,330 ranked queries. Measured here: see
-    ``MEASURED`` below (printed); the assertion asks for half of it, far more than 10 standard deviations.
+    with a standard deviation of about 0.00014 over the split's 5,330 ranked queries. Measured here (printed as
+    ``MEASURED``): 0.0335, 49x random; the assertion asks for half of it, about 115 standard deviations above a
+    random ranker (10 would be 0.0021).
     """
     import json
     import pathlib
@@ -261,7 +262,7 @@ def test_real_mkgy_fast_recipe_ranks():
 
 
 #: validation MRR of ``test_real_mkgy_fast_recipe_ranks`` measured on the 2-core CPU (see its docstring)
-MKGY_FAST_MEASURED_MRR = 0.03
+MKGY_FAST_MEASURED_MRR = 0.0335
 
 
 @pytest.mark.parametrize("trainable_features", [True, False])
