@@ -187,7 +187,7 @@ def load_pth_matrix(
 
     path = pathlib.Path(path)
     if allow_pickle:
-        obj = torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614 -- the user trusts it
+        obj = torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614  # unsafe-ok: only with allow_pickle=True, for files the user trusts
     else:
         try:
             with torch.serialization.safe_globals(_numpy_safe_globals()):
