@@ -232,7 +232,7 @@ def _mkgy_copy(tmp_path: pathlib.Path, **changed: bytes) -> pathlib.Path:
 
 
 def test_directory_with_a_cut_training_file_is_refused(tmp_path):
-    lines = (SHARED_DATA / "MKG-Y" / "train.txt").read_bytes().splitlines(keepends=True)
+    lines = (shared_dataset_dir("MKG-Y") / "train.txt").read_bytes().splitlines(keepends=True)
     folder = _mkgy_copy(tmp_path, **{"train.txt": b"".join(lines[:5000])})
     with pytest.raises(ChecksumError) as info:
         MKGY(directory=folder, cache_root=tmp_path, progress=False)
@@ -245,7 +245,7 @@ def test_directory_with_a_cut_training_file_is_refused(tmp_path):
 
 
 def test_directory_with_two_ids_swapped_is_refused(tmp_path):
-    lines = (SHARED_DATA / "MKG-Y" / "entity2id.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = (shared_dataset_dir("MKG-Y") / "entity2id.txt").read_text(encoding="utf-8").splitlines(keepends=True)
     (label_a, id_a), (label_b, id_b) = (lines[0].rsplit(None, 1), lines[1].rsplit(None, 1))
     assert len(id_a) == len(id_b)  # the swap keeps the size: only a hash tells
     lines[0], lines[1] = f"{label_a} {id_b}\n", f"{label_b} {id_a}\n"
@@ -260,7 +260,7 @@ def test_directory_with_two_ids_swapped_is_refused(tmp_path):
 
 
 def test_directory_with_changed_optional_features_is_refused(tmp_path):
-    data = bytearray((SHARED_DATA / "MKG-Y" / "text_minilm.npy").read_bytes())
+    data = bytearray((shared_dataset_dir("MKG-Y") / "text_minilm.npy").read_bytes())
     data[-1] ^= 0xFF
     folder = _mkgy_copy(tmp_path, **{"text_minilm.npy": bytes(data)})
     dataset = MKGY(directory=folder, cache_root=tmp_path, progress=False)  # "auto" finds the file
@@ -269,7 +269,7 @@ def test_directory_with_changed_optional_features_is_refused(tmp_path):
 
 
 def test_verify_from_the_environment(tmp_path, monkeypatch):
-    lines = (SHARED_DATA / "MKG-Y" / "train.txt").read_bytes().splitlines(keepends=True)
+    lines = (shared_dataset_dir("MKG-Y") / "train.txt").read_bytes().splitlines(keepends=True)
     folder = _mkgy_copy(tmp_path, **{"train.txt": b"".join(lines[:100])})
     monkeypatch.setenv("PYKEEN_MOMOK_VERIFY", "none")
     assert MKGY(directory=folder, cache_root=tmp_path, progress=False).training.num_triples == 100
