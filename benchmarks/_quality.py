@@ -134,10 +134,11 @@ class CurveStopper(Stopper):
         if row["valid"]["mrr"] > self.best_mrr:
             self.best_mrr = row["valid"]["mrr"]
             self.best_epoch = epoch
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
-                               if isinstance(v, torch.Tensor)}
-            self.best_state.update({k: copy.deepcopy(v) for k, v in self.model.state_dict().items()
-                                    if not isinstance(v, torch.Tensor)})
+            # tensors copied to the CPU; extra state (the CLUB estimator's optimiser) deep-copied
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                for k, v in self.model.state_dict().items()
+            }
         self._last_eval_seconds = self.train_seconds
         row["eval_seconds"] = round(time.perf_counter() - start, 2)
         self.eval_seconds += row["eval_seconds"]
@@ -176,8 +177,8 @@ def train_setup(
     set_random_seed(seed)
     training = dataset.training
     training_kwargs = dict(setup.get("training_kwargs") or {})
-    max_epochs = epochs or training_kwargs.pop("num_epochs", None) or 10**6
-    training_kwargs.pop("num_epochs", None)
+    setup_epochs = training_kwargs.pop("num_epochs", None)
+    max_epochs = epochs or setup_epochs or 10**6
     loss = loss_resolver.make(setup["loss"], setup.get("loss_kwargs")) if setup.get("loss") else None
     model = model_resolver.make(
         setup["model"], setup.get("model_kwargs"), triples_factory=training, loss=loss, random_seed=seed
