@@ -190,7 +190,7 @@ class MoMoK(ERModel):
         relation_dim: int = 256,
         num_experts: int = 3,
         mi_weight: float = 1e-4,
-        mi_estimator_lr: float = 1e-3,
+        mi_estimator_lr: float = 5e-4,
         mi_hidden_dim: int | None = None,
         modalities: Sequence[str] | None = None,
         adapters: str | Mapping[str, str] | None = None,
@@ -218,7 +218,7 @@ class MoMoK(ERModel):
         :param num_experts: ``K``, experts per modality (reference: 3)
         :param mi_weight: :math:`\mu`, the weight of the expert mutual-information penalty (reference: 1e-4)
         :param mi_estimator_lr: learning rate of the CLUB estimator's own Adam optimiser; the reference uses
-            the model's learning rate, so set both to the same value
+            the model's learning rate (5e-4, this default), so set both to the same value when you change it
         :param mi_hidden_dim: hidden size of the CLUB estimator (``None``: its default)
         :param modalities: which of the factory's modalities to use (``None``: all, ``[]``: structure only; with
             ``None`` on a :class:`~pykeen_momok.triples.MultiModalTriplesFactory` without modalities, a warning)
