@@ -17,14 +17,13 @@ from typing import Any, ClassVar
 
 import torch
 from pykeen.models import ERModel
-from pykeen.nn.init import PretrainedInitializer
-from pykeen.nn.representation import Embedding
+from pykeen.nn.representation import Embedding, Representation
 from pykeen.triples import KGInfo
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .losses import HeadLogitsRecord, MoMoKLoss
-from .nn.adapters import LinearAdapter, ModalityAdapter, PoolingAdapter
+from .nn.adapters import FeatureTableInitializer, LinearAdapter, ModalityAdapter, PoolingAdapter
 from .nn.experts import EXPERT_INITS
 from .nn.interaction import MoMoKInteraction
 from .nn.tucker import autocast_state
@@ -43,23 +42,6 @@ _HINT = (
     "For the paper's objective call pipeline(model='MoMoK', dataset=..., loss='MoMoKLoss', training_loop='lcwa') "
     "(see pykeen_momok.RECOMMENDED_PIPELINE_KWARGS)."
 )
-
-
-class FeatureTableInitializer(PretrainedInitializer):
-    """Initialise a feature table with a *copy* of the given tensor, at every reset.
-
-    PyKEEN 1.11.1's :class:`~pykeen.nn.init.PretrainedInitializer` hands out its own tensor, so the
-    embedding's weight then shares its storage; ``Model.reset_parameters_()`` (which every training loop
-    calls before training) first resets the inner ``nn.Embedding`` in place with ``normal_`` and so overwrites
-    the "pretrained" tensor itself, and the representation's own reset then copies that noise back:
-    the features would be replaced by random values without any error.
-
-    The price: the initializer keeps its own copy of each table, so a table is held twice in memory and in
-    whole-model pickles (PyKEEN's ``trained_model.pkl``).
-    """
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return super().__call__(x).clone()
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -305,8 +287,7 @@ class MoMoK(ERModel):
         if extra:
             raise ValueError(f"adapters given for modalities that are not used: {extra} (used: {names})")
 
-        adapter_modules: list[ModalityAdapter] = []
-        tables: list[torch.Tensor] = []
+        feature_representations: list[Representation] = []
         for name in names:
             features = available[name].features.float()
             choice = adapters.get(name, pooling.get(name, "linear"))
@@ -314,8 +295,7 @@ class MoMoK(ERModel):
                 adapter: ModalityAdapter = LinearAdapter(features.shape[1], embedding_dim, normalize=normalize_features)
             else:
                 adapter = PoolingAdapter(features.shape[1], choice, normalize=normalize_features)
-            adapter_modules.append(adapter)
-            tables.append(adapter.init_table(features))
+            feature_representations.append(adapter.representation(features, trainable=trainable_features))
 
         num_entities = triples_factory.num_entities
         super().__init__(
@@ -324,8 +304,7 @@ class MoMoK(ERModel):
             interaction_kwargs=dict(
                 entity_dim=embedding_dim,
                 relation_dim=relation_dim,
-                modality_dims=[adapter.out_dim for adapter in adapter_modules],
-                adapters=adapter_modules,
+                modality_dims=[representation.shape[0] for representation in feature_representations],
                 num_experts=num_experts,
                 expert_dropout=expert_dropout,
                 expert_init=expert_init,
@@ -338,24 +317,14 @@ class MoMoK(ERModel):
                 hidden_dropout=hidden_dropout,
                 fused=fused,
             ),
-            entity_representations=[Embedding] * (1 + len(tables)),
-            entity_representations_kwargs=[
-                dict(shape=embedding_dim, initializer=nn.init.xavier_normal_),
-                *(
-                    dict(
-                        shape=table.shape[1],
-                        initializer=FeatureTableInitializer(tensor=table),
-                        trainable=trainable_features,
-                    )
-                    for table in tables
-                ),
-            ],
-            relation_representations=[Embedding] * (2 + len(tables)),
+            entity_representations=[Embedding, *feature_representations],
+            entity_representations_kwargs=[dict(shape=embedding_dim, initializer=nn.init.xavier_normal_)]
+            + [None] * len(feature_representations),
+            relation_representations=[Embedding] * (2 + len(names)),
             relation_representations_kwargs=[
                 dict(shape=1, initializer=nn.init.normal_),
-                *(dict(shape=relation_dim, initializer=nn.init.xavier_normal_) for _ in range(1 + len(tables))),
+                *(dict(shape=relation_dim, initializer=nn.init.xavier_normal_) for _ in range(1 + len(names))),
             ],
-            skip_checks=True,
             **kwargs,
         )
         self.modality_names: tuple[str, ...] = ("structure", *names)
@@ -367,6 +336,9 @@ class MoMoK(ERModel):
         self._warned_slcwa = False
         #: the per-head logits of the latest training forwards, for a MoMoKLoss (see :meth:`_scores`)
         self.head_logits_record = HeadLogitsRecord()
+        # PyKEEN's generic paths (ERModel.score_h / score_r / forward) reach the interaction directly: it hands
+        # their per-head logits to the same place as the fast paths do
+        self.interaction.logits_sink = self._scores
         if not isinstance(self.loss, MoMoKLoss):
             warnings.warn(
                 f"MoMoK is trained with {type(self.loss).__name__} on the mean of its heads' logits, not with the "
@@ -471,10 +443,3 @@ class MoMoK(ERModel):
                 [torch.einsum("bd,bnd->bn", zi, ci[tails]) for zi, ci in zip(z, self._candidates(), strict=True)]
             )
         return self._scores(logits)
-
-    def score_h(self, rt_batch: torch.Tensor, *, slice_size=None, mode=None, heads=None) -> torch.Tensor:  # noqa: D102
-        # PyKEEN's inverter edits the batch in place: keep the caller's tensor intact
-        return self.score_h_inverse(rt_batch=rt_batch.clone(), heads=heads, slice_size=slice_size, mode=mode)
-
-    def score_r(self, ht_batch: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
-        raise NotImplementedError("MoMoK ranks entities; relation prediction (score_r) is not supported.")

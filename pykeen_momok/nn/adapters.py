@@ -6,6 +6,11 @@ embedding table (fine-tuned, not frozen). An adapter decides
 1. what initialises that table (:meth:`ModalityAdapter.init_table`, applied once to the whole matrix), and
 2. what is applied to looked-up table rows on every forward pass (:meth:`ModalityAdapter.forward`).
 
+:meth:`ModalityAdapter.representation` assembles both into the modality's PyKEEN entity representation, whose
+rows are the modality's working vectors: an :class:`~pykeen.nn.representation.Embedding` over the table, inside a
+:class:`~pykeen.nn.representation.TransformedRepresentation` when the adapter is not the identity (as PyKEEN's
+literal models assemble theirs), so the interaction never sees raw feature rows.
+
 Two adapters are provided, resolvable by name through :data:`adapter_resolver`:
 
 ``"pooling"`` (:class:`PoolingAdapter`)
@@ -40,9 +45,12 @@ from types import MappingProxyType
 import torch
 import torch.nn.functional as F
 from class_resolver import ClassResolver
+from pykeen.nn.init import PretrainedInitializer
+from pykeen.nn.representation import Embedding, Representation, TransformedRepresentation
 from torch import nn
 
 __all__ = [
+    "FeatureTableInitializer",
     "PoolingLayout",
     "POOLING_LAYOUTS",
     "l2_normalize_rows",
@@ -181,6 +189,23 @@ def reference_pool(features: torch.Tensor, layout: str | PoolingLayout) -> torch
     return pooled.reshape(n, -1)
 
 
+class FeatureTableInitializer(PretrainedInitializer):
+    """Initialise a feature table with a *copy* of the given tensor, at every reset.
+
+    PyKEEN 1.11.1's :class:`~pykeen.nn.init.PretrainedInitializer` hands out its own tensor, so the
+    embedding's weight then shares its storage; ``Model.reset_parameters_()`` (which every training loop
+    calls before training) first resets the inner ``nn.Embedding`` in place with ``normal_`` and so overwrites
+    the "pretrained" tensor itself, and the representation's own reset then copies that noise back:
+    the features would be replaced by random values without any error.
+
+    The price: the initializer keeps its own copy of each table, so a table is held twice in memory and in
+    whole-model pickles (PyKEEN's ``trained_model.pkl``).
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return super().__call__(x).clone()
+
+
 class ModalityAdapter(nn.Module):
     """Base class: maps a feature matrix to a table initialiser, and table rows to working vectors.
 
@@ -203,6 +228,28 @@ class ModalityAdapter(nn.Module):
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """Map looked-up table rows ``(n, table_dim)`` to working vectors ``(n, out_dim)``."""
         raise NotImplementedError
+
+    #: whether :meth:`forward` returns its input (then the representation is the table itself)
+    is_identity: bool = False
+
+    def representation(self, features: torch.Tensor, trainable: bool = True) -> Representation:
+        """The modality's entity representation: working vectors ``(E, out_dim)`` from a trainable table.
+
+        :param features: the feature matrix, shape ``(E, in_dim)``
+        :param trainable: whether the table is fine-tuned (the reference does)
+        :return: an :class:`~pykeen.nn.representation.Embedding` over :meth:`init_table` (identity adapters),
+            else a :class:`~pykeen.nn.representation.TransformedRepresentation` applying this adapter to it
+        """
+        table = self.init_table(features)
+        base = Embedding(
+            max_id=table.shape[0],
+            shape=table.shape[1],
+            initializer=FeatureTableInitializer(tensor=table),
+            trainable=trainable,
+        )
+        if self.is_identity:
+            return base
+        return TransformedRepresentation(transformation=self, base=base)
 
 
 class PoolingAdapter(ModalityAdapter):
@@ -231,6 +278,8 @@ class PoolingAdapter(ModalityAdapter):
         if self.normalize:
             features = l2_normalize_rows(features)
         return reference_pool(features, self.spec).clone()
+
+    is_identity = True
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return rows

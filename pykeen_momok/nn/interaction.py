@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from pykeen.nn.modules import Interaction
@@ -24,25 +24,80 @@ def joint_decision(head_logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(head_logits).mean(dim=0)
 
 
+#: shape letters of the non-structural modalities' working vectors (``d`` is the structure's and the joint
+#: dimension, ``r`` the per-modality relation dimension, ``s`` the size-1 temperature logit)
+MODALITY_SHAPE_LETTERS = "efghijklmnopquvwxyzabc"
+
+
+def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first row of every distinct value of ``rows`` ``(Q, k)``, and each row's group.
+
+    :return: ``first`` ``(U,)``, the index of each distinct row's first occurrence, and ``index`` ``(Q,)`` with
+        ``rows[first][index] == rows``; ``rows[first]`` keeps the gradient path (``torch.unique`` has none)
+    """
+    _, index = torch.unique(rows.detach(), dim=0, return_inverse=True)
+    positions = torch.arange(rows.shape[0], device=rows.device)
+    first = positions.new_full((int(index.max()) + 1 if index.numel() else 0,), rows.shape[0])
+    return first.scatter_reduce_(0, index, positions, reduce="amin"), index
+
+
+def _accumulated_decision(head_logits: Iterable[torch.Tensor]) -> torch.Tensor:
+    """:func:`joint_decision` of logits produced one head at a time, summed in place (no stack, no gradient)."""
+    out: torch.Tensor | None = None
+    count = 0
+    for logits in head_logits:
+        probabilities = logits.sigmoid_()
+        out = probabilities if out is None else out.add_(probabilities)
+        count += 1
+    assert out is not None
+    return out.div_(count)
+
+
+def _flatten(xs: Sequence[torch.Tensor], prefix: torch.Size) -> list[torch.Tensor]:
+    """Broadcast every ``(*p, k)`` tensor to ``(*prefix, k)`` and flatten it to ``(prod(prefix), k)``."""
+    return [x.expand(*prefix, x.shape[-1]).reshape(-1, x.shape[-1]) for x in xs]
+
+
 class MoMoKInteraction(Interaction):
     r"""Scores MoMoK's heads: one Tucker head per base modality (structure first), plus the joint head.
 
-    Entity representations arrive as one tensor per base modality: the structural embedding
-    ``(n, d)`` and, for every other modality, its (trainable) feature table row ``(n, f_m)``, which the
-    modality's adapter turns into the working vector ``(n, d_m)``. Relation representations are the
-    temperature logit :math:`\theta_r` ``(n, 1)`` and one ``(n, d_r)`` embedding per base modality.
+    For a triple :math:`(h, r, t)` and base modalities :math:`m = 0, \dots, M` (structure first) the heads
+    score
+
+    .. math::
+
+        S_m(h, r, t) = z_m(h, r) \cdot e_m(t), \qquad S_J(h, r, t) = z_J(h, r) \cdot e_J(t)
+
+    where the *query* :math:`z_m(h, r)` is the modality's Tucker head applied to the experts' mixture of
+    :math:`h` with the relation temperature :math:`\sigma(\theta_r)`, and the *candidate* :math:`e_m(t)` is the
+    experts' plain mixture of :math:`t` (:math:`e_J`, :math:`z_J`: the fused joint vectors). The query side
+    depends on :math:`(h, r)` only and the candidate side on :math:`t` only, so :meth:`forward` computes each
+    once on its own broadcast prefix and scores with one product per head, as PyKEEN's
+    :class:`~pykeen.nn.modules.ConvEInteraction` does.
+
+    Representations (``entity_shape``, ``relation_shape``):
+
+    - entities: the structural embedding ``(*, d)`` and every other modality's working vector ``(*, d_m)``
+      (its adapter is part of the entity representation, see :mod:`pykeen_momok.nn.adapters`);
+    - relations: the temperature logit :math:`\theta_r` ``(*, 1)`` and one ``(*, d_r)`` embedding per base
+      modality.
 
     :meth:`combine` turns the per-head logits into scores: their mean in training (what a loss that knows
     nothing of heads trains on; the model also records them for :class:`~pykeen_momok.losses.MoMoKLoss`),
     the joint decision (mean sigmoid) in evaluation.
     """
 
+    #: Where :meth:`forward` sends its per-head logits ``(H, *prefix)`` to become scores ``prefix`` instead of
+    #: :meth:`combine`: :class:`~pykeen_momok.model.MoMoK` points it at the method that also records them for
+    #: :class:`~pykeen_momok.losses.MoMoKLoss` in training, so PyKEEN's generic scoring paths train as the fast
+    #: paths do.
+    logits_sink: Callable[[torch.Tensor], torch.Tensor] | None = None
+
     def __init__(
         self,
         entity_dim: int,
         relation_dim: int,
-        modality_dims: Sequence[int],
-        adapters: Sequence[nn.Module],
+        modality_dims: Sequence[int] = (),
         num_experts: int = 3,
         expert_dropout: float = 0.0,
         expert_init: str = "normal",
@@ -60,7 +115,6 @@ class MoMoKInteraction(Interaction):
         :param entity_dim: the structural (and joint) dimension ``d``
         :param relation_dim: the per-modality relation dimension ``d_r``
         :param modality_dims: the working dimension ``d_m`` of every non-structural modality
-        :param adapters: one input adapter per non-structural modality (``out_dim == d_m``)
         :param num_experts: ``K`` experts per modality
         :param expert_dropout: dropout inside each whitening expert (reference: 0)
         :param expert_init: initialisation of the expert matrices, ``"normal"`` (reference) or ``"identity"``
@@ -72,14 +126,14 @@ class MoMoKInteraction(Interaction):
         :param core_dropout: per-query dropout on the relation-specific core matrix (reference: 0.4)
         :param hidden_dropout: Tucker hidden dropout (reference: 0.5)
         :param fused: use the fused core contraction (``False``: the reference per-query way)
+        :raises ValueError: for more modalities than there are shape letters
         """
         super().__init__()
-        if len(adapters) != len(modality_dims):
-            raise ValueError(f"{len(adapters)} adapters for {len(modality_dims)} modalities")
+        if len(modality_dims) > len(MODALITY_SHAPE_LETTERS):
+            raise ValueError(f"at most {len(MODALITY_SHAPE_LETTERS)} feature modalities, got {len(modality_dims)}")
         self.dims = [entity_dim, *modality_dims]
-        self.entity_shape = tuple(f"m{i}" for i in range(len(self.dims)))
-        self.relation_shape = ("g", *(f"r{i}" for i in range(len(self.dims))))
-        self.adapters = nn.ModuleList([nn.Identity(), *adapters])
+        self.entity_shape = ("d", *MODALITY_SHAPE_LETTERS[: len(modality_dims)])
+        self.relation_shape = ("s", *("r" * len(self.dims)))
         self.experts = nn.ModuleList(
             ModalityExperts(
                 dim,
@@ -112,10 +166,6 @@ class MoMoKInteraction(Interaction):
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def working_vectors(self, x: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Apply each modality's adapter: raw rows ``(n, f_m)`` to working vectors ``(n, d_m)``."""
-        return [adapter(rows) for adapter, rows in zip(self.adapters, x, strict=True)]
-
     def queries(
         self,
         h: Sequence[torch.Tensor],
@@ -125,7 +175,7 @@ class MoMoKInteraction(Interaction):
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Compute each head's query vector for a batch of (head, relation) pairs.
 
-        :param h: per base modality, shape ``(B, f_m)``: the query entities' raw rows
+        :param h: per base modality, shape ``(B, d_m)``: the query entities' working vectors
         :param theta: shape ``(B, 1)``: the relation temperature logits
         :param r: per base modality, shape ``(U, d_r)``: embeddings of the U distinct relations of the batch
         :param r_index: shape ``(B,)``: row of each query's relation in ``r``
@@ -134,7 +184,7 @@ class MoMoKInteraction(Interaction):
         """
         temperature = torch.sigmoid(theta)
         embedded, expert_outputs = [], []
-        for experts, x in zip(self.experts, self.working_vectors(h), strict=True):
+        for experts, x in zip(self.experts, h, strict=True):
             e, outputs = experts(x, temperature=temperature)
             embedded.append(e)
             expert_outputs.append(outputs)
@@ -148,7 +198,7 @@ class MoMoKInteraction(Interaction):
 
     def candidates(self, t: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Candidate vectors per head, shape ``(N, d_head)``: experts without temperature, then fusion."""
-        embedded = [experts(x)[0] for experts, x in zip(self.experts, self.working_vectors(t), strict=True)]
+        embedded = [experts(x)[0] for experts, x in zip(self.experts, t, strict=True)]
         if self.joint:
             embedded.append(self.entity_fusion(embedded))
         return embedded
@@ -156,7 +206,7 @@ class MoMoKInteraction(Interaction):
     def expert_outputs(self, h: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The experts' outputs per base modality, shape ``(B, K, d_m)``."""
         return [
-            experts.expert_outputs(x) for experts, x in zip(self.experts, self.working_vectors(h), strict=True)
+            experts.expert_outputs(x) for experts, x in zip(self.experts, h, strict=True)
         ]
 
     @staticmethod
@@ -173,12 +223,7 @@ class MoMoKInteraction(Interaction):
         """
         if torch.is_grad_enabled():
             raise RuntimeError("decision_scores works in place; call it under torch.no_grad()")
-        out: torch.Tensor | None = None
-        for zi, ci in zip(z, candidates, strict=True):
-            probabilities = torch.mm(zi, ci.t()).sigmoid_()
-            out = probabilities if out is None else out.add_(probabilities)
-        assert out is not None
-        return out.div_(len(z))
+        return _accumulated_decision(torch.mm(zi, ci.t()) for zi, ci in zip(z, candidates, strict=True))
 
     @staticmethod
     def pair_logits(z: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -191,14 +236,48 @@ class MoMoKInteraction(Interaction):
             return head_logits.mean(dim=0)
         return joint_decision(head_logits)
 
-    def forward(self, h, r, t):  # noqa: D102
-        # The generic broadcasting entry point of PyKEEN's Interaction: every (h, r, t) combination of
-        # the broadcast shape is scored as its own triple. MoMoK's model uses the faster methods above.
-        prefix = torch.broadcast_shapes(h[0].shape[:-1], r[0].shape[:-1], t[0].shape[:-1])
+    def _query_candidate_pairs(
+        self, h: Sequence[torch.Tensor], r: Sequence[torch.Tensor], t: Sequence[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per head: queries ``(*q_prefix, d_head)`` and candidates ``(*t_prefix, d_head)`` (see :meth:`score_heads`)."""
+        # PyKEEN passes a single representation as a bare tensor (structure-only models)
+        h, t = ([x] if isinstance(x, torch.Tensor) else x for x in (h, t))
+        query_prefix = torch.broadcast_shapes(h[0].shape[:-1], r[0].shape[:-1])
+        h_rows, r_rows = _flatten(h, query_prefix), _flatten(r, query_prefix)
+        first, index = _distinct_rows(torch.cat(r_rows[1:], dim=-1))
+        z, _ = self.queries(h_rows, r_rows[0], [rows[first] for rows in r_rows[1:]], index)
+        candidate_prefix = t[0].shape[:-1]
+        candidates = self.candidates([x.reshape(-1, x.shape[-1]) for x in t])
+        return [
+            (zi.view(*query_prefix, -1), ci.view(*candidate_prefix, -1))
+            for zi, ci in zip(z, candidates, strict=True)
+        ]
 
-        def flat(xs):
-            return [x.expand(*prefix, x.shape[-1]).reshape(-1, x.shape[-1]) for x in xs]
+    def score_heads(
+        self, h: Sequence[torch.Tensor], r: Sequence[torch.Tensor], t: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """Per-head logits of broadcast triples, shape ``(H, *prefix)``.
 
-        h, r, t = flat(h), flat(r), flat(t)
-        z, _ = self.queries(h, r[0], r[1:], torch.arange(h[0].shape[0], device=h[0].device))
-        return self.combine(self.pair_logits(z, self.candidates(t)).view(-1, *prefix))
+        The queries are computed once per element of the broadcast ``(h, r)`` prefix (the Tucker cores
+        contracted once per distinct relation), the candidates once per element of the ``t`` prefix.
+
+        :param h: per base modality, shape ``(*h_prefix, d_m)``
+        :param r: the temperature logits ``(*r_prefix, 1)``, then per base modality ``(*r_prefix, d_r)``
+        :param t: per base modality, shape ``(*t_prefix, d_m)``
+        :return: shape ``(H, *prefix)`` with ``prefix`` the broadcast of the three prefixes
+        """
+        return torch.stack([torch.einsum("...d,...d->...", z, c) for z, c in self._query_candidate_pairs(h, r, t)])
+
+    def forward(
+        self, h: Sequence[torch.Tensor], r: Sequence[torch.Tensor], t: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """Score broadcast triples (see :meth:`score_heads` for the shapes), combined by :meth:`combine`.
+
+        :return: shape ``prefix``
+        """
+        if not self.training and not torch.is_grad_enabled():
+            # evaluation: the joint decision accumulated head by head, without the (H, *prefix) logits
+            pairs = self._query_candidate_pairs(h, r, t)
+            return _accumulated_decision(torch.einsum("...d,...d->...", z, c) for z, c in pairs)
+        logits = self.score_heads(h, r, t)
+        return self.combine(logits) if self.logits_sink is None else self.logits_sink(logits)
