@@ -15,12 +15,15 @@ dropped everywhere (:func:`strip_label`), so that label files and triple files a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import pathlib
 import re
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -33,13 +36,17 @@ __all__ = [
     "FEATURE_SUFFIXES",
     "LABEL_WHITESPACE",
     "DataFormatError",
+    "FeatureMatrix",
     "FeatureSource",
     "Unknown",
     "align_features",
+    "atomic_write",
     "labels_in_id_order",
     "load_feature_matrix",
+    "read_feature_file",
     "read_id_map",
     "read_label_list",
+    "read_label_values",
     "read_lines",
     "split_fields",
     "strip_label",
@@ -142,19 +149,53 @@ def read_label_list(path: PathLike) -> list[str]:
     return labels
 
 
-def _raise_on_duplicates(labels: Sequence[str], *, path: PathLike, what: str) -> None:
-    """Raise naming the lines (1-based, one label per line) of the first duplicate label."""
+def _raise_on_duplicates(
+    labels: Sequence[str], *, path: PathLike, what: str, line_numbers: Sequence[int] | None = None
+) -> None:
+    """Raise naming the lines of the first duplicate label.
+
+    :param line_numbers: the 1-based line number of each label; default: one label per line
+    """
     duplicated = pd.Index(labels).duplicated(keep=False)
     if not duplicated.any():
         return
     positions = np.flatnonzero(duplicated)
     first = labels[positions[0]]
-    lines = [int(i) + 1 for i in positions if labels[i] == first]
+    lines = [int(i) + 1 if line_numbers is None else line_numbers[i] for i in positions if labels[i] == first]
     n_labels = len(set(labels[i] for i in positions))
     raise DataFormatError(
         f"{str(path)!r}: {what} {first!r} occurs more than once (lines {lines}); "
         f"{n_labels} {what}s are duplicated in total"
     )
+
+
+def read_label_values(path: PathLike, *, what: str = "value", repeated: Literal["error", "last"] = "error") -> dict[str, str]:
+    """Read a ``label<TAB>value`` file (an MMKB ``*_ImageIndex.txt``, an ``entity2text.txt``) into label -> value.
+
+    Each line is split at its first tab; whitespace around label and value is dropped (see :func:`strip_label`).
+    Empty lines are skipped.
+
+    :param path: the file
+    :param what: what the values are, for messages (e.g. ``"image id"``)
+    :param repeated: a label on several lines: ``"error"`` raises, ``"last"`` keeps its last line (logged)
+    :return: the mapping, in file order
+    :raises DataFormatError: naming the file and line, for a line without a tab or with an empty label, and, with
+        ``repeated="error"``, for a label listed twice
+    """
+    numbered = [(number, line) for number, line in enumerate(read_lines(path), start=1) if strip_label(line)]
+    pairs = []
+    for number, line in numbered:
+        label, tab, value = line.partition("\t")
+        if not tab or not strip_label(label):
+            raise DataFormatError(f"{_where(path, number)}: expected 'label<TAB>{what}', got {line!r}")
+        pairs.append((strip_label(label), strip_label(value)))
+    values = dict(pairs)
+    if len(values) < len(pairs):
+        if repeated == "error":
+            labels = [label for label, _ in pairs]
+            _raise_on_duplicates(labels, path=path, what="label", line_numbers=[number for number, _ in numbered])
+        logger.info(f"{_where(path)}: {len(pairs) - len(values)} labels are listed again; their last line is used")
+    return values
 
 
 def read_id_map(path: PathLike) -> dict[str, int]:
@@ -226,6 +267,30 @@ def labels_in_id_order(entity_to_id: Mapping[str, int]) -> list[str]:
     return labels.tolist()
 
 
+@contextlib.contextmanager
+def atomic_write(path: PathLike, *, suffix: str = ".tmp") -> Iterator[pathlib.Path]:
+    """Yield a temporary file beside ``path``; rename it to ``path`` when the block ends, delete it if it raises.
+
+    The rename (:func:`os.replace`) is atomic on one file system: readers see the old file or the whole new one,
+    never a part. Whatever the block checks (a checksum, say) is checked before the file is in place. A process
+    killed inside the block leaves ``.<name>.<random><suffix>`` behind, never a part of ``path``.
+
+    >>> with atomic_write("cache/vectors.npy") as tmp:  # doctest: +SKIP
+    ...     with tmp.open("wb") as handle:
+    ...         np.save(handle, vectors)
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = pathlib.Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 # feature matrices ----------------------------------------------------------------------------------
 
 
@@ -250,7 +315,7 @@ def _tensor_to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.numpy()
 
 
-def _rows_to_numpy(path: pathlib.Path, rows: list | tuple) -> np.ndarray:
+def _rows_to_numpy(path: pathlib.Path, rows: Sequence[Any]) -> np.ndarray:
     """Stack a list of rows (lists of numbers or 1-D tensors), as the reference's ``torch.Tensor(rows)`` accepts.
 
     :return: shape: (len(rows), dim)
@@ -268,30 +333,96 @@ def _rows_to_numpy(path: pathlib.Path, rows: list | tuple) -> np.ndarray:
         raise DataFormatError(f"{str(path)!r}: the rows are not lists of numbers: {error}") from error
 
 
+def _numpy_safe_globals() -> list[Any]:
+    """What ``torch.load(weights_only=True)`` must allow to rebuild plain NumPy arrays (the authors' archive has them).
+
+    Only NumPy's array reconstruction, ``ndarray``, ``dtype`` and the dtype classes: no function that runs code.
+    """
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    reconstruct = multiarray._reconstruct
+    allowed: list[Any] = [
+        reconstruct,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+    ]
+    scalar = getattr(multiarray, "scalar", None)
+    if scalar is not None:
+        allowed += [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")]
+    return allowed
+
+
+def _load_torch(path: pathlib.Path, *, allow_pickle: bool = False) -> Any:
+    """``torch.load`` a ``.pt``/``.pth`` file: tensors and NumPy arrays only, unless ``allow_pickle``."""
+    if allow_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614  # unsafe-ok: only with allow_pickle=True, for files the user trusts
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError and whatever else a foreign or damaged file raises
+        raise DataFormatError(
+            f"{str(path)!r} could not be read safely (torch.load with weights_only=True, which loads tensors and NumPy "
+            f"arrays only): {error}. Convert it to .npy, or load it with load_pth_matrix(..., allow_pickle=True) if "
+            f"you trust it"
+        ) from error
+
+
+def _is_vector(value: Any) -> bool:
+    return (isinstance(value, torch.Tensor | np.ndarray) and value.ndim == 1) or (
+        isinstance(value, list | tuple) and all(isinstance(x, int | float) for x in value)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMatrix:
+    """The rows of a feature file, before they are aligned to entity ids.
+
+    :param features: shape: (rows, dim)
+    :param labels: the entity label of each row (a ``{label: vector}`` ``.pth`` file), or None when the file gives none
+    :param present: shape: (rows,); False where the file has no real feature for the row, or None (all present)
+    """
+
+    features: np.ndarray
+    labels: Sequence[str] | None = None
+    present: np.ndarray | None = None
+
+
+def _read_pth(path: pathlib.Path, key: str | None, *, allow_pickle: bool = False) -> tuple[Any, list[str] | None]:
+    """The matrix of a ``.pt``/``.pth`` file and its row labels (a ``{label: vector}`` dict), unvalidated."""
+    obj = _load_torch(path, allow_pickle=allow_pickle)
+    labels = None
+    if isinstance(obj, Mapping):
+        names = [str(name) for name in obj]
+        if key is None and obj and all(_is_vector(value) for value in obj.values()):
+            labels, obj = names, list(obj.values())  # {label: vector}
+        else:
+            obj = list(obj.values())[names.index(_pick(path, names, key, "key"))]  # {name: matrix}
+    elif key is not None:
+        raise DataFormatError(f"{str(path)!r} holds a {type(obj).__name__}, not a dict; it has no key {key!r}")
+    if isinstance(obj, torch.Tensor):
+        return _tensor_to_numpy(obj), labels
+    if isinstance(obj, np.ndarray):
+        return obj, labels
+    if isinstance(obj, list | tuple):
+        return _rows_to_numpy(path, obj), labels
+    raise DataFormatError(f"{str(path)!r}: expected a tensor, a list of rows, or a dict of those, got {type(obj).__name__}")
+
+
 def _read_raw(path: pathlib.Path, key: str | None) -> Any:
-    """Read the array stored in a feature file, without validation."""
+    """Read the array stored in a ``.npy``, ``.npz`` or ``.h5`` feature file, without validation."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             return archive[_pick(path, archive.files, key, "array")]
-    if suffix in {".pt", ".pth"}:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, Mapping):
-            names = [str(name) for name in obj]
-            obj = obj[_pick(path, names, key, "key")]
-        elif key is not None:
-            raise DataFormatError(f"{str(path)!r} holds a {type(obj).__name__}, not a dict; it has no key {key!r}")
-        if isinstance(obj, torch.Tensor):
-            return _tensor_to_numpy(obj)
-        if isinstance(obj, np.ndarray):
-            return obj
-        if isinstance(obj, list | tuple):
-            return _rows_to_numpy(path, obj)
-        raise DataFormatError(
-            f"{str(path)!r}: expected a tensor, a list of rows, or a dict of those, got {type(obj).__name__}"
-        )
     if suffix in {".h5", ".hdf5"}:
         try:
             import h5py
@@ -339,17 +470,19 @@ def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
     return matrix
 
 
-def load_feature_matrix(path: PathLike, *, key: str | None = None) -> np.ndarray:
-    """Read a feature matrix from ``.npy``, ``.npz``, ``.pt``/``.pth`` or ``.h5``/``.hdf5``.
+def read_feature_file(path: PathLike, *, key: str | None = None, allow_pickle: bool = False) -> FeatureMatrix:
+    """Read a feature matrix from ``.npy``, ``.npz``, ``.pt``/``.pth`` or ``.h5``/``.hdf5``: the one reader of these formats.
 
-    ``.pt`` files are read with ``torch.load(..., weights_only=True)`` and may hold a tensor, a list of
-    rows (lists of numbers or 1-D tensors, as the reference code's ``torch.Tensor(...)`` accepts), or a dict
-    of those; ``.npz`` and ``.h5`` files may hold several arrays. ``key`` chooses one; without it the file
-    must hold exactly one.
+    ``.pt`` files are read with ``torch.load(..., weights_only=True)`` (tensors and plain NumPy arrays, nothing that
+    runs code) and may hold a tensor or array, a list of rows (lists of numbers or 1-D tensors, as the reference
+    code's ``torch.Tensor(...)`` accepts), a dict of matrices, or a ``{label: vector}`` dict (whose keys become
+    :attr:`FeatureMatrix.labels`). ``.npz``, ``.h5`` files and dicts may hold several arrays: ``key`` chooses one;
+    without it the file must hold exactly one.
 
     :param path: the feature file
     :param key: the array (``.npz``), dict entry (``.pt``) or dataset (``.h5``) to read
-    :return: shape: (rows, dim), float32, finite
+    :param allow_pickle: read a ``.pt`` file with ``weights_only=False`` (only for files you trust)
+    :return: shape: (rows, dim), float32, finite; with the row labels of a ``{label: vector}`` file
     :raises FileNotFoundError: if the file does not exist
     :raises DataFormatError: naming the file, for an unsupported suffix, a missing or ambiguous key, an array
         that is not 2-D or not real-valued, or a row with NaN/inf (naming the first such row)
@@ -357,13 +490,33 @@ def load_feature_matrix(path: PathLike, *, key: str | None = None) -> np.ndarray
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feature file {str(path)!r} does not exist or is not a file")
+    labels = None
     try:
-        raw = _read_raw(path, key)
+        if path.suffix.lower() in {".pt", ".pth"}:
+            raw, labels = _read_pth(path, key, allow_pickle=allow_pickle)
+        else:
+            raw = _read_raw(path, key)
     except (DataFormatError, ImportError):
         raise
-    except Exception as error:  # numpy, torch and h5py raise many types for unreadable files
+    except Exception as error:  # numpy and h5py raise many types for unreadable files
         raise DataFormatError(f"{str(path)!r} could not be read as a {path.suffix} feature file: {error}") from error
-    return _validate_matrix(raw, source=repr(str(path)))
+    return FeatureMatrix(_validate_matrix(raw, source=repr(str(path))), labels=labels)
+
+
+def load_feature_matrix(path: PathLike, *, key: str | None = None) -> np.ndarray:
+    """The matrix of a feature file whose rows carry no labels (see :func:`read_feature_file`).
+
+    :return: shape: (rows, dim), float32, finite
+    :raises DataFormatError: as :func:`read_feature_file`; and for a ``{label: vector}`` file, whose labels would
+        be lost (read it with :func:`read_feature_file` or :class:`FeatureSource`)
+    """
+    matrix = read_feature_file(path, key=key)
+    if matrix.labels is not None:
+        raise DataFormatError(
+            f"{str(path)!r} holds a {{label: vector}} dict: its rows belong to its labels, not to the entity ids; "
+            f"read it with read_feature_file() or FeatureSource"
+        )
+    return matrix.features
 
 
 # alignment -------------------------------------------------------------------------------------------
@@ -589,9 +742,16 @@ class FeatureSource:
         :param generator: the random generator of the ``"normal"`` fill; if None, one seeded with :attr:`seed`
         :return: shape: (num_entities, dim); the aligned features with their presence mask
         """
+        matrix = read_feature_file(self.path, key=self.key)
+        labels = self.read_row_labels()
+        if matrix.labels is not None and labels is not None:
+            raise DataFormatError(
+                f"{str(self.path)!r} holds a {{label: vector}} dict, which names its rows; give no labels= or "
+                f"entity2id= file for it"
+            )
         return align_features(
-            load_feature_matrix(self.path, key=self.key),
-            self.read_row_labels(),
+            matrix.features,
+            matrix.labels if labels is None else labels,
             entity_to_id,
             fill=self.fill,
             unknown=self.unknown,
@@ -599,5 +759,6 @@ class FeatureSource:
             generator=generator,
             seed=self.seed,
             source=self.path,
-            labels_source=self.labels if self.labels is not None else self.entity2id,
+            # the labels of a {label: vector} file come from the file itself
+            labels_source=self.labels or self.entity2id or (self.path if matrix.labels is not None else None),
         )

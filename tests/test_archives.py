@@ -18,7 +18,7 @@ from pykeen_momok.datasets.archives import (
     read_mmkb_image_features,
     reference_pooling,
 )
-from pykeen_momok.nn.adapters import reference_pool
+from pykeen_momok.nn.adapters import POOLING_LAYOUTS, reference_pool
 
 #: (dataset, modality) -> width of the published matrices and the pooling layout the reference applies
 REFERENCE = {
@@ -45,7 +45,8 @@ def test_published_shapes_and_pooling_layouts(tmp_path, dataset, modality):
     loaded = load_pth_matrix(path, expected_shape=(5, width))
     assert loaded.labels is None and loaded.present is None
     np.testing.assert_array_equal(loaded.features, matrix.numpy())
-    # the model's reference pooling (pykeen_momok.nn.adapters) accepts these widths
+    # the model's registry of the layouts (pykeen_momok.nn.adapters) has this name, for this width
+    assert POOLING_LAYOUTS[layout].in_dim in (width, None)
     pooled = reference_pool(torch.from_numpy(loaded.features), layout)
     assert pooled.shape == (5, width if layout == "identity" else 256)
 
@@ -54,6 +55,8 @@ def test_fb15k237_and_kuai_widths_use_the_12x64_layout():
     assert reference_pooling("image", 768) == "text-12x64"
     assert reference_pooling("text", 768) == "text-12x64"
     assert reference_pooling("image", 384) == "identity"  # only text is 12x32-pooled at 384
+    for modality, width in (("image", 4096), ("text", 768), ("text", 384), ("image", 383)):
+        assert POOLING_LAYOUTS[reference_pooling(modality, width)].in_dim in (width, None)
 
 
 def test_numpy_array_pickled_by_torch_loads_safely(tmp_path):
@@ -118,5 +121,5 @@ def test_mmkb_h5_with_image_index(tmp_path):
 def test_malformed_image_index_is_reported(tmp_path):
     path = tmp_path / "index.txt"
     path.write_text("<e/a> DBIMG00001\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"index.txt:1"):
+    with pytest.raises(ValueError, match=r"index\.txt', line 1: expected 'label<TAB>image id'"):
         read_image_index(path)

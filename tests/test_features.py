@@ -13,9 +13,12 @@ from pykeen_momok.features import (
     DataFormatError,
     FeatureSource,
     align_features,
+    atomic_write,
     load_feature_matrix,
+    read_feature_file,
     read_id_map,
     read_label_list,
+    read_label_values,
 )
 from pykeen_momok.triples import ModalityFeatures
 
@@ -74,6 +77,52 @@ def test_load_pt_refuses_pickled_objects(tmp_path: pathlib.Path) -> None:
     torch.save({"x": _Payload()}, tmp_path / "evil.pt")
     with pytest.raises(DataFormatError, match=r"evil\.pt.*could not be read"):
         load_feature_matrix(tmp_path / "evil.pt")
+
+
+def test_one_pth_reader_for_numpy_pickles_and_label_dicts(tmp_path: pathlib.Path) -> None:
+    """The authors' archive holds NumPy arrays pickled by torch.save, and {label: vector} dicts occur too."""
+    array = np.random.default_rng(0).random((4, 3)).astype(np.float32)
+    torch.save(array, tmp_path / "numpy.pth")
+    np.testing.assert_array_equal(load_feature_matrix(tmp_path / "numpy.pth"), array)
+    torch.save({"c": torch.full((2,), 2.0), "a": torch.zeros(2) + 1}, tmp_path / "labelled.pth")
+    matrix = read_feature_file(tmp_path / "labelled.pth")
+    assert list(matrix.labels) == ["c", "a"]
+    np.testing.assert_array_equal(matrix.features, [[2.0, 2.0], [1.0, 1.0]])
+    # the rows name their entities: a reader that drops the labels refuses, FeatureSource aligns by them
+    with pytest.raises(DataFormatError, match=r"labelled\.pth' holds a \{label: vector\} dict"):
+        load_feature_matrix(tmp_path / "labelled.pth")
+    aligned = FeatureSource(tmp_path / "labelled.pth").load(ENTITY_TO_ID)
+    assert aligned.present.tolist() == [True, False, True, False]
+    assert aligned.features[2].tolist() == [2.0, 2.0] and aligned.features[0].tolist() == [1.0, 1.0]
+    labels = _write(tmp_path / "labels.txt", "c\na\n")
+    with pytest.raises(DataFormatError, match=r"names its rows; give no labels="):
+        FeatureSource(tmp_path / "labelled.pth", labels=labels).load(ENTITY_TO_ID)
+
+
+def test_read_label_values(tmp_path: pathlib.Path) -> None:
+    path = _write(tmp_path / "entity2text.txt", "/m/1\tBarack Obama\t(politician)\n\n /m/2 \tParis \n")
+    assert read_label_values(path) == {"/m/1": "Barack Obama\t(politician)", "/m/2": "Paris"}
+    _write(path, "/m/1\tA\n/m/2 B\n")
+    with pytest.raises(DataFormatError, match=r"entity2text\.txt', line 2: expected 'label<TAB>name', got '/m/2 B'"):
+        read_label_values(path, what="name")
+    _write(path, "/m/1\tA\n\n/m/1\tB\n")
+    with pytest.raises(DataFormatError, match=r"label '/m/1' occurs more than once \(lines \[1, 3\]\)"):
+        read_label_values(path)
+    assert read_label_values(path, repeated="last") == {"/m/1": "B"}
+
+
+def test_atomic_write_puts_the_whole_file_in_place_or_nothing(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "sub" / "vectors.npy"
+    with atomic_write(path) as tmp:
+        assert tmp.parent == path.parent and not path.exists()
+        with tmp.open("wb") as handle:
+            np.save(handle, np.ones(3))
+    np.testing.assert_array_equal(np.load(path), np.ones(3))
+    with pytest.raises(ValueError, match="checksum"), atomic_write(path) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise ValueError("checksum mismatch")
+    np.testing.assert_array_equal(np.load(path), np.ones(3))  # the old file, untouched
+    assert sorted(p.name for p in path.parent.iterdir()) == ["vectors.npy"]  # no temporary file left
 
 
 def test_load_h5(tmp_path: pathlib.Path) -> None:

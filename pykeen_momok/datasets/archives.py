@@ -7,15 +7,17 @@ Two families of published files exist for the MoMoK benchmarks:
    ``(num_entities, dim)`` float matrix (a tensor, or a NumPy array) whose rows follow the dataset's
    ``entity2id.txt``. The reference code (``models/RelMoE.py``) reshapes them with fixed pooling
    layouts; :data:`PUBLISHED_SHAPES` lists the known shapes and :func:`reference_pooling` the layout
-   name for a (dataset, modality, width).
+   name for a (modality, width): a key of :data:`pykeen_momok.nn.adapters.POOLING_LAYOUTS`, the one registry
+   of the layouts (datasets sit below ``nn`` and only name them).
 2. **MMKB VGG16 image features** (``<dataset>_ImageData.h5``): one HDF5 dataset per image id
    (``DBIMG00039``, ``FBIMG00001``, ...), each ``(1, 4096)`` or ``(4096,)``, plus
    ``<dataset>_ImageIndex.txt`` mapping an entity label to its image id (``label<TAB>image id``).
    Entities missing from the index (or whose image id is missing from the file) have no image:
    :func:`read_mmkb_image_features` marks them absent.
 
-All readers return NumPy arrays; filling absent rows and building the modality mask is the job of
-:mod:`pykeen_momok.features` / :mod:`pykeen_momok.triples`.
+The files are read by :func:`pykeen_momok.features.read_feature_file` and
+:func:`~pykeen_momok.features.read_label_values`, the package's one reader per format; filling absent rows and
+building the modality mask is the job of :mod:`pykeen_momok.features` / :mod:`pykeen_momok.triples`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import logging
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..features import FeatureMatrix, read_feature_file, read_label_values
+
 __all__ = [
     "PUBLISHED_SHAPES",
-    "POOLING_LAYOUTS",
     "AUTHORS_ARCHIVE_DRIVE_ID",
     "AUTHORS_ARCHIVE_URL",
     "AUTHORS_ARCHIVE_VIEW_URL",
@@ -59,19 +61,6 @@ PUBLISHED_SHAPES: Mapping[str, Mapping[str, tuple[int, int]]] = {
     "MKG-Y": {"image": (15000, 383), "text": (15000, 384)},
 }
 
-#: The pooling layouts the model understands (see ``pykeen_momok/nn/adapters.py``):
-#: ``db15k-image``: 4096 -> view 64x64 -> AvgPool2d(4, 4) -> 256;
-#: ``text-12x64``: 768 -> view 12x64 -> AdaptiveAvgPool2d((4, 64)) -> 256;
-#: ``mkg-text``: 384 -> view 12x32 -> AdaptiveAvgPool2d((4, 64)) -> 256;
-#: ``identity``: the features as they are.
-POOLING_LAYOUTS: Mapping[str, int | None] = {
-    "db15k-image": 4096,
-    "text-12x64": 768,
-    "mkg-text": 384,
-    "identity": None,
-}
-
-
 def reference_pooling(modality: str, width: int) -> str:
     """Return the reference code's pooling layout for features of this modality and width.
 
@@ -79,6 +68,9 @@ def reference_pooling(modality: str, width: int) -> str:
     width: 4096-d images are 64x64-pooled (DB15K), 768-d matrices are 12x64-pooled (DB15K text,
     FB15K-237 and Kuai16K image and text), 384-d text is 12x32-pooled (MKG-W/Y), anything else
     (e.g. the 383-d MKG images) is used as is.
+
+    :return: a key of :data:`pykeen_momok.nn.adapters.POOLING_LAYOUTS` (``tests/test_archives.py`` checks that each
+        name exists there with this input width)
     """
     if width == 4096:
         return "db15k-image"
@@ -89,83 +81,6 @@ def reference_pooling(modality: str, width: int) -> str:
     return "identity"
 
 
-@dataclass(frozen=True)
-class FeatureMatrix:
-    """Rows of features read from a published file.
-
-    :param features: ``(n, dim)`` float32
-    :param labels: the entity label of each row, or ``None`` when rows follow the dataset's entity ids
-    :param present: ``(n,)`` bool, False where the file has no real feature for the row, or ``None`` (all present)
-    """
-
-    features: np.ndarray
-    labels: Sequence[str] | None = None
-    present: np.ndarray | None = None
-
-
-def _numpy_safe_globals() -> list:
-    """Globals needed to unpickle plain NumPy arrays with ``torch.load(weights_only=True)``."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    reconstruct = multiarray._reconstruct
-    scalar = getattr(multiarray, "scalar", None)
-    out: list = [
-        reconstruct,
-        (reconstruct, "numpy.core.multiarray._reconstruct"),
-        (reconstruct, "numpy._core.multiarray._reconstruct"),
-        np.ndarray,
-        np.dtype,
-    ]
-    if scalar is not None:
-        out += [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return out
-
-
-def _to_numpy(obj, path: pathlib.Path) -> FeatureMatrix:
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        obj = obj.detach().cpu().float().numpy()
-    if isinstance(obj, np.ndarray):
-        if obj.ndim < 2:
-            _bad(path, obj)
-        return FeatureMatrix(np.asarray(obj, dtype=np.float32).reshape(obj.shape[0], -1))
-    if isinstance(obj, Mapping):
-        if len(obj) == 1:  # {"features": matrix}
-            (value,) = obj.values()
-            if isinstance(value, (torch.Tensor, np.ndarray)) and getattr(value, "ndim", 0) >= 2:
-                return _to_numpy(value, path)
-        # {label: vector}
-        labels = [str(k) for k in obj]
-        rows = [np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float32).ravel() for v in obj.values()]
-        if not rows:
-            raise ValueError(f"{path}: empty feature mapping")
-        widths = {r.shape[0] for r in rows}
-        if len(widths) != 1:
-            raise ValueError(f"{path}: feature vectors of different widths {sorted(widths)}")
-        return FeatureMatrix(np.stack(rows), labels=labels)
-    # a list of rows: 1-D tensors or arrays, or lists of numbers (the reference code reads those with torch.Tensor(...))
-    if isinstance(obj, (list, tuple)) and obj and all(isinstance(v, (torch.Tensor, np.ndarray, list, tuple)) for v in obj):
-        try:
-            rows = [np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float32).ravel() for v in obj]
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: the rows are not lists of numbers: {error}") from error
-        widths = {r.shape[0] for r in rows}
-        if len(widths) != 1:
-            raise ValueError(f"{path}: feature vectors of different widths {sorted(widths)[:10]}")
-        return FeatureMatrix(np.stack(rows))
-    raise ValueError(f"{path}: expected a (num_entities, dim) tensor or array, got {type(obj).__name__}")
-
-
-def _bad(path: pathlib.Path, arr) -> np.ndarray:
-    raise ValueError(f"{path}: expected a (num_entities, dim) matrix, got shape {tuple(arr.shape)}")
-
-
 def load_pth_matrix(
     path: str | os.PathLike,
     *,
@@ -174,37 +89,20 @@ def load_pth_matrix(
 ) -> FeatureMatrix:
     """Read a ``torch.save``\\ d feature matrix (the authors' ``img_features.pth`` / ``text_features.pth``).
 
-    Loads with ``weights_only=True`` (tensors, and NumPy arrays through an allow-list of NumPy's
-    reconstruction functions), so a crafted file cannot run code. Accepts a 2-d tensor or array, a
-    one-entry dict holding one, a ``{label: vector}`` dict, or a list of vectors (1-D tensors, arrays or lists
-    of numbers).
+    Read by :func:`~pykeen_momok.features.read_feature_file` (``weights_only=True``: tensors, and NumPy arrays
+    through an allow-list of NumPy's reconstruction functions, so a crafted file cannot run code), which accepts a
+    2-d tensor or array, a one-entry dict holding one, a ``{label: vector}`` dict, or a list of vectors.
 
     :param expected_shape: ``(rows, width)``; a ``None`` entry is not checked
     :param allow_pickle: load with ``weights_only=False`` (only for files you trust)
     :raises ValueError: wrong shape or content
     """
-    import torch
-
-    path = pathlib.Path(path)
-    if allow_pickle:
-        obj = torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614  # unsafe-ok: only with allow_pickle=True, for files the user trusts
-    else:
-        try:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # UnpicklingError and friends
-            raise ValueError(
-                f"{path}: could not be read safely (torch.load with weights_only=True): {error}. If you trust the "
-                "file, load it with allow_pickle=True, or convert it to .npy"
-            ) from error
-    matrix = _to_numpy(obj, path)
+    matrix = read_feature_file(path, allow_pickle=allow_pickle)
     _check_shape(path, matrix.features, expected_shape)
     return matrix
 
 
 def _check_shape(path, features: np.ndarray, expected_shape) -> None:
-    if features.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-d matrix, got shape {features.shape}")
     if expected_shape is None:
         return
     rows, width = expected_shape
@@ -215,19 +113,11 @@ def _check_shape(path, features: np.ndarray, expected_shape) -> None:
 
 
 def read_image_index(path: str | os.PathLike) -> dict[str, str]:
-    """Read an MMKB ``*_ImageIndex.txt`` (``entity label<TAB>image id`` per line) into label -> image id."""
-    index: dict[str, str] = {}
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            try:
-                label, image_id = line.rsplit("\t", 1)
-            except ValueError:
-                raise ValueError(f"{path}:{number}: expected 'label<TAB>image id', got {line!r}") from None
-            index[label] = image_id.strip()
-    return index
+    """Read an MMKB ``*_ImageIndex.txt`` (``entity label<TAB>image id`` per line) into label -> image id.
+
+    DB15K's published index lists 4 labels twice, with two image ids each: the later line is used.
+    """
+    return read_label_values(path, what="image id", repeated="last")
 
 
 def read_mmkb_image_features(

@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import numpy as np
 from docdata import parse_docdata
 
-from ..features import FeatureSource, align_features, labels_in_id_order, read_id_map
+from ..features import FeatureSource, align_features, labels_in_id_order, read_label_values
 from ..triples import ModalityFeatures
 from .archives import (
     AUTHORS_ARCHIVE_URL,
@@ -639,13 +639,7 @@ class MMKGBenchmark(MultiModalDataset):
         path = self._optional_file(self.entity_text_file, download=download)
         if path is None:
             return None
-        texts = {}
-        # split at line ends only: str.splitlines() would also split labels holding U+0085 or U+2028
-        for line in path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n"):
-            if "\t" in line:
-                label, text = line.split("\t", 1)
-                texts[label] = text
-        return texts
+        return read_label_values(path, what="name")
 
 
 _KINDS = {"image": {"auto", "authors", "mmkb"}, "text": {"auto", "authors", "minilm", "encode"}}
