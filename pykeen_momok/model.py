@@ -338,7 +338,8 @@ class MoMoK(ERModel):
         self.head_logits_record = HeadLogitsRecord()
         # PyKEEN's generic paths (ERModel.score_h / score_r / forward) reach the interaction directly: it hands
         # their per-head logits to the same place as the fast paths do
-        self.interaction.logits_sink = self._scores
+        self.interaction.logits_sink = self._generic_scores
+        self._warned_generic = False
         if not isinstance(self.loss, MoMoKLoss):
             warnings.warn(
                 f"MoMoK is trained with {type(self.loss).__name__} on the mean of its heads' logits, not with the "
@@ -417,6 +418,19 @@ class MoMoK(ERModel):
             loss.head_logits_source = self.head_logits_record
             return self.head_logits_record.record(head_logits)
         return self.interaction.combine(head_logits)
+
+    def _generic_scores(self, head_logits: torch.Tensor) -> torch.Tensor:
+        """:meth:`_scores` for PyKEEN's generic paths, which reach the interaction without entity ids."""
+        if self.training and self.mutual_information.weight and not self._warned_generic:
+            self._warned_generic = True
+            warnings.warn(
+                "MoMoK is being trained through PyKEEN's generic scoring path (score_h / score_r, e.g. "
+                "LCWATrainingLoop(target='head')): its queries carry no entity ids, so the mutual-information term "
+                "(mi_weight) is left out of these steps. The paper trains tails only, heads through inverse "
+                "relations (target='tail', the default).",
+                stacklevel=2,
+            )
+        return self._scores(head_logits)
 
     def score_hrt(self, hrt_batch: torch.Tensor, *, mode=None) -> torch.Tensor:  # noqa: D102
         if self.training and not self._warned_slcwa:

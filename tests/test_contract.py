@@ -203,3 +203,17 @@ class InteractionContract:
 
 class TestInteraction(InteractionContract):
     pass
+
+
+@pytest.mark.parametrize("target", ["head", "relation"])
+def test_lcwa_targets_through_the_generic_paths(dataset, target):
+    """LCWA on heads / relations runs PyKEEN's generic score_h / score_r, with the per-head loss."""
+    from pykeen.training import LCWATrainingLoop
+
+    model = MoMoK(triples_factory=dataset.training, loss=MoMoKLoss(), random_seed=0, embedding_dim=12, relation_dim=6, num_experts=2)
+    loop = LCWATrainingLoop(
+        model=model, triples_factory=dataset.training, optimizer=torch.optim.Adam(model.get_grad_params(), lr=1e-2), target=target
+    )
+    with pytest.warns(UserWarning, match="mutual-information term"):
+        losses = loop.train(triples_factory=dataset.training, num_epochs=3, batch_size=64, use_tqdm=False)
+    assert losses[-1] < losses[0]
