@@ -27,3 +27,14 @@ def shared_dataset_dir(name: str) -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"shared benchmark files not found at {path} (set MOMOK_SHARED_DATA to their folder)")
     return path
+
+
+def assert_rank_metrics_consistent(mrr: float, hits_at_1: float, hits_at_10: float) -> None:
+    """Fail unless MRR, H@1 and H@10 can come from one list of ranks.
+
+    Every rank is 1 (reciprocal 1) or at least 2 (reciprocal at most 1/2), so
+    ``H@1 <= MRR <= H@1 + (1 - H@1) / 2``; and ``H@1 <= H@10``; a metric swapped, scaled or taken from another
+    evaluation breaks one of them.
+    """
+    assert 0.0 <= hits_at_1 <= hits_at_10 <= 1.0, (hits_at_1, hits_at_10)
+    assert hits_at_1 - 1e-9 <= mrr <= hits_at_1 + (1.0 - hits_at_1) / 2 + 1e-9, (mrr, hits_at_1)

@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+from conftest import assert_rank_metrics_consistent
 from pykeen.hpo import hpo_pipeline
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -33,7 +34,8 @@ def test_experiments_cli_runs_a_config(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(next(out.rglob("results.json")).read_text())
-    assert results["metrics"]["both"]["realistic"]["inverse_harmonic_mean_rank"] > 0
+    both = results["metrics"]["both"]["realistic"]
+    assert_rank_metrics_consistent(both["inverse_harmonic_mean_rank"], both["hits_at_1"], both["hits_at_10"])
 
 
 def test_configs_are_valid_json_with_the_recommended_setup():
