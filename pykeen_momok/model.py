@@ -424,8 +424,8 @@ class MoMoK(ERModel):
         if self.training and self.mutual_information.weight and not self._warned_generic:
             self._warned_generic = True
             warnings.warn(
-                "MoMoK is being trained through PyKEEN's generic scoring path (score_h / score_r, e.g. "
-                "LCWATrainingLoop(target='head')): its queries carry no entity ids, so the mutual-information term "
+                "MoMoK is being trained through PyKEEN's generic scoring path (ERModel.score_h / score_r / "
+                "forward, e.g. LCWATrainingLoop(target='head')): its queries carry no entity ids, so the mutual-information term "
                 "(mi_weight) is left out of these steps. The paper trains tails only, heads through inverse "
                 "relations (target='tail', the default).",
                 stacklevel=2,
