@@ -24,7 +24,6 @@ import hashlib
 import logging
 import os
 import pathlib
-import tempfile
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -215,14 +214,10 @@ def encode_texts(
     dim = loaded.get_sentence_embedding_dimension() if not chunks else chunks[0].shape[1]
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim or 0), dtype=np.float32)
     if cache_file is not None:
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.stem}.", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, vectors, allow_pickle=False)
-            os.replace(tmp, cache_file)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from .features import atomic_write
+
+        with atomic_write(cache_file) as tmp, tmp.open("wb") as handle:
+            np.save(handle, vectors, allow_pickle=False)
     return vectors
 
 

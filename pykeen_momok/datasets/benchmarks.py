@@ -46,7 +46,6 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -54,7 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 from docdata import parse_docdata
 
-from ..features import FeatureSource, align_features, labels_in_id_order, read_label_values
+from ..features import FeatureSource, align_features, atomic_write, labels_in_id_order, read_label_values
 from ..triples import ModalityFeatures
 from .archives import (
     AUTHORS_ARCHIVE_URL,
@@ -180,19 +179,6 @@ def _minilm_specs(folder: str) -> tuple[RemoteFile, ...]:
     return tuple(
         _shared_spec(folder, name, None) for name in ("text_minilm.npy", "text_minilm_entities.txt")
     )
-
-
-def _write_if_changed(path: pathlib.Path, text: str) -> None:
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class MMKGBenchmark(MultiModalDataset):
@@ -401,7 +387,10 @@ class MMKGBenchmark(MultiModalDataset):
         out = []
         for name, labels in (("entity2id.generated.txt", entities), ("relation2id.generated.txt", relations)):
             path = self.cache_folder / name
-            _write_if_changed(path, "".join(f"{label}\t{i}\n" for i, label in enumerate(sorted(labels))))
+            text = "".join(f"{label}\t{i}\n" for i, label in enumerate(sorted(labels)))
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged: the cache stays valid
+                with atomic_write(path) as tmp:
+                    tmp.write_text(text, encoding="utf-8")
             out.append(path)
         return out[0], out[1]
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from pykeen.datasets.base import Dataset
 
-from .download import dataset_cache_folder, file_lock
+from .download import dataset_cache_folder, file_digests, file_lock
 
 __all__ = ["MANIFEST_NAME", "CACHE_FORMAT", "DatasetCache", "get_dataset_cached", "input_paths"]
 
@@ -55,7 +55,6 @@ MANIFEST_NAME = "momok_cache.json"
 CACHE_FORMAT = 1
 #: how deep the folders a dataset looks for feature files in are scanned (``embeddings/<dataset>/<file>``)
 _SCAN_DEPTH = 3
-_CHUNK = 1 << 20
 
 
 def get_dataset_cached(cls: type[Dataset], dataset_kwargs: Mapping[str, Any] | None, *, force: bool = False) -> Dataset:
@@ -361,11 +360,7 @@ def _digest_files(folder: pathlib.Path) -> dict[str, list[Any]]:
 
 
 def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return str(file_digests(path)["sha256"])
 
 
 def _check_files(folder: pathlib.Path, expected: Any) -> str | None:

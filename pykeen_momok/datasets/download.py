@@ -3,7 +3,7 @@
 Every remote file is described by a :class:`RemoteFile`: where it lives, what it must hash to
 (``sha256`` and/or git ``blob`` id) and how big it is. :class:`Downloader` fetches it with
 :mod:`urllib` into a temporary file *in the destination folder*, verifies it, and only then renames
-it into place (:func:`os.replace`, atomic on one file system). A truncated or corrupted download
+it into place (:func:`~pykeen_momok.features.atomic_write`). A truncated or corrupted download
 raises :class:`ChecksumError` naming the URL and the expected and actual values, and leaves nothing
 in the cache. A file already in the cache is used without any network call; on use it is checked
 cheaply (size) or, with ``verify="full"``, re-hashed.
@@ -14,6 +14,15 @@ byte every few seconds never times out a single read, so neither would end it ot
 processes fetching the same file wait for each other (a file lock per file), and a ``.part`` file
 left by a killed process is deleted by the next download of that file.
 
+Why not ``pystow.utils.download(url, path, hexdigests=..., clean_on_failure=True)``, which PyKEEN's
+``UnpackedRemoteDataset`` uses (pystow 0.10): it writes straight to ``path`` and checks the digests only
+afterwards, outside its ``clean_on_failure`` block, so a corrupted file stays in the cache, and a killed
+process leaves a part of the file under its real name; its urllib backend (``urlretrieve``) has no timeout,
+deadline or stall detection; it knows ``hashlib`` names only (no git blob ids, no sizes), cannot check
+content after a CRLF -> LF conversion, takes no lock, and its error names neither the expected checksums
+nor where to put a file fetched by hand. What pystow does do for us: the cache folder
+(:func:`dataset_cache_folder`, PyKEEN's ``pystow`` module, honouring ``PYKEEN_HOME``).
+
 Where the files come from is overridable, so that tests and air-gapped mirrors work:
 
 - ``base_url=`` (constructor argument of :class:`Downloader` and of every benchmark class), or
@@ -23,12 +32,15 @@ both naming the root of a mirror laid out like the shared benchmark folder: ``<b
 folder>/<file name>``.
 
 :func:`safe_extract` unpacks ``.zip`` and ``.tar(.gz|.bz2|.xz)`` archives and refuses members with
-absolute paths, ``..`` components, links, or anything else that would land outside the target.
+absolute paths, ``..`` components, links, or anything else that would land outside the target (Python's
+``zipfile`` silently rewrites such names; ``tarfile``'s ``data`` filter lets links inside the target through
+and refuses member by member, after earlier members were written).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import http.client
@@ -39,7 +51,6 @@ import shutil
 import socket
 import stat
 import tarfile
-import tempfile
 import threading
 import time
 import urllib.error
@@ -48,6 +59,8 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+
+from ..features import atomic_write
 
 __all__ = [
     "BASE_URL_ENV",
@@ -67,6 +80,7 @@ __all__ = [
     "file_lock",
     "safe_extract",
     "dataset_cache_folder",
+    "checksum_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,8 +125,8 @@ class RemoteFile:
     :param sha256: expected SHA-256 hex digest of the (normalised) content, if known
     :param size: expected size in bytes of the (normalised) content, if known
     :param git_blob: expected git blob id (``sha1(b"blob <size>\\0" + content)``), if known
-    :param normalize_newlines: convert CRLF to LF after download, before verification (for sources that
-        publish the same content with Windows line ends; the checksums then describe the LF bytes)
+    :param normalize_newlines: convert CRLF to LF after download, before verification (for text files
+        published with Windows line ends; the checksums then describe the LF bytes)
     :param manual: the file cannot be downloaded by a script (e.g. Google Drive); a missing file raises
         :class:`ManualDownloadRequired` with instructions instead of trying the network
     :param description: a human description used in error messages
@@ -134,29 +148,28 @@ class RemoteFile:
 
     def expected_str(self) -> str:
         """Describe what the file must match, for messages."""
-        parts = []
-        if self.sha256:
-            parts.append(f"sha256 {self.sha256}")
-        if self.git_blob:
-            parts.append(f"git blob {self.git_blob}")
-        if self.size is not None:
-            parts.append(f"{self.size} bytes")
+        parts = [f"sha256 {self.sha256}"] if self.sha256 else []
+        parts += [f"git blob {self.git_blob}"] if self.git_blob else []
+        parts += [f"{self.size} bytes"] if self.size is not None else []
         return ", ".join(parts) if parts else "no checksum known"
+
+
+def _git_blob_hash(size: int):
+    return hashlib.sha1(b"blob %d\0" % size)  # noqa: S324 -- git's id, not security
 
 
 def git_blob_sha1(data: bytes) -> str:
     """Return the git blob id of ``data`` (what ``git hash-object`` prints)."""
-    h = hashlib.sha1(b"blob %d\0" % len(data))  # noqa: S324 -- git's id, not security
-    h.update(data)
-    return h.hexdigest()
+    digest = _git_blob_hash(len(data))
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def file_digests(path: str | os.PathLike) -> dict[str, object]:
     """Return ``size``, ``sha256`` and ``git_blob`` of a file, reading it once in chunks."""
     path = pathlib.Path(path)
     size = path.stat().st_size
-    sha256 = hashlib.sha256()
-    blob = hashlib.sha1(b"blob %d\0" % size)  # noqa: S324
+    sha256, blob = hashlib.sha256(), _git_blob_hash(size)
     with path.open("rb") as file:
         for chunk in iter(lambda: file.read(_CHUNK), b""):
             sha256.update(chunk)
@@ -171,39 +184,8 @@ def verify_file(path: str | os.PathLike, spec: RemoteFile, *, full: bool = True,
     :param source: where the bytes came from (URL or path) for the message; defaults to ``path``
     """
     path = pathlib.Path(path)
-    source = source or str(path)
-    size = path.stat().st_size
-    _compare_size(spec, source, size)
-    if full and spec.has_checksum:
-        _compare_digests(spec, source, file_digests(path))
-
-
-def _compare_size(spec: RemoteFile, source: str, size: int) -> None:
-    if spec.size is not None and size != spec.size:
-        raise ChecksumError(
-            f"{spec.name} from {source}: expected {spec.size} bytes but got {size} bytes "
-            f"(truncated or wrong file; expected {spec.expected_str()})"
-        )
-
-
-def _compare_digests(spec: RemoteFile, source: str, digests: Mapping[str, object]) -> None:
-    size = digests["size"]
-    if spec.sha256 and digests["sha256"] != spec.sha256.lower():
-        raise ChecksumError(
-            f"{spec.name} from {source}: sha256 mismatch, expected {spec.sha256} but got {digests['sha256']} "
-            f"({size} bytes; expected {spec.expected_str()})"
-        )
-    if spec.git_blob and digests["git_blob"] != spec.git_blob.lower():
-        raise ChecksumError(
-            f"{spec.name} from {source}: git blob id mismatch, expected {spec.git_blob} but got "
-            f"{digests['git_blob']} ({size} bytes; expected {spec.expected_str()})"
-        )
-
-
-def _normalized_digests(path: pathlib.Path) -> dict[str, object]:
-    """``size``, ``sha256`` and ``git_blob`` of a file's content with CRLF line ends turned into LF."""
-    data = path.read_bytes().replace(b"\r\n", b"\n")
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "git_blob": git_blob_sha1(data)}
+    hashed = full and spec.has_checksum
+    _compare(spec, source or str(path), file_digests(path) if hashed else {"size": path.stat().st_size})
 
 
 def verify_local_file(path: str | os.PathLike, spec: RemoteFile, *, full: bool = True) -> None:
@@ -215,15 +197,28 @@ def verify_local_file(path: str | os.PathLike, spec: RemoteFile, *, full: bool =
     path = pathlib.Path(path)
     try:
         verify_file(path, spec, full=full)
-        return
     except ChecksumError:
-        if not spec.normalize_newlines or b"\r\n" not in path.read_bytes():
+        if not spec.normalize_newlines or b"\r\n" not in (data := path.read_bytes()):
             raise
-    digests = _normalized_digests(path)
-    source = f"{path} (with its CRLF line ends turned into LF)"
-    _compare_size(spec, source, int(digests["size"]))  # type: ignore[arg-type]
-    if full and spec.has_checksum:
-        _compare_digests(spec, source, digests)
+        data = data.replace(b"\r\n", b"\n")
+        digests = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "git_blob": git_blob_sha1(data)}
+        _compare(spec, f"{path} (with its CRLF line ends turned into LF)", digests if full else {"size": len(data)})
+
+
+def _compare(spec: RemoteFile, source: str, digests: Mapping[str, object]) -> None:
+    """Raise :class:`ChecksumError` where ``digests`` (``size``, and ``sha256``/``git_blob`` if hashed) differ."""
+    size = digests["size"]
+    if spec.size is not None and size != spec.size:
+        raise ChecksumError(
+            f"{spec.name} from {source}: expected {spec.size} bytes but got {size} bytes "
+            f"(truncated or wrong file; expected {spec.expected_str()})"
+        )
+    for key, what, expected in (("sha256", "sha256", spec.sha256), ("git_blob", "git blob id", spec.git_blob)):
+        if expected and key in digests and digests[key] != expected.lower():
+            raise ChecksumError(
+                f"{spec.name} from {source}: {what} mismatch, expected {expected} but got {digests[key]} "
+                f"({size} bytes; expected {spec.expected_str()})"
+            )
 
 
 @contextlib.contextmanager
@@ -262,25 +257,6 @@ def dataset_cache_folder(key: str, cache_root: str | os.PathLike | None = None) 
     import pystow
 
     return pystow.module("pykeen", "datasets", key).base
-
-
-def _normalize_newlines_inplace(path: pathlib.Path) -> None:
-    """Rewrite ``path`` with CRLF line ends turned into LF (streaming, chunk-boundary safe)."""
-    tmp = path.with_name(path.name + ".lf")
-    try:
-        with path.open("rb") as src, tmp.open("wb") as dst:
-            carry = b""
-            for chunk in iter(lambda: src.read(_CHUNK), b""):
-                chunk = carry + chunk
-                carry = b""
-                if chunk.endswith(b"\r"):
-                    chunk, carry = chunk[:-1], b"\r"
-                dst.write(chunk.replace(b"\r\n", b"\n"))
-            dst.write(carry)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class Downloader:
@@ -386,7 +362,10 @@ class Downloader:
         with file_lock(self._lock_path(spec), f"downloading {self.key}/{spec.name}"):
             if path.is_file() and not force:
                 return self._cached(spec, path)
-            self._remove_leftovers(path)
+            # the .part files of killed downloads of this file (no live one: we hold its lock)
+            for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part*"):
+                logger.info("removing %s, left by an interrupted download", leftover)
+                leftover.unlink(missing_ok=True)
             self._download(url, spec, path)
         return path
 
@@ -403,10 +382,8 @@ class Downloader:
             try:
                 verify_file(path, spec, full=self.verify == "full", source=f"the cache ({path})")
             except ChecksumError as error:
-                raise ChecksumError(
-                    f"{error}. Delete {path} to download it again"
-                    + (f" from {self._url_or_none(spec)}" if self._url_or_none(spec) else "")
-                ) from None
+                where = f" from {self.url_for(spec)}" if self.base_url or spec.url else ""
+                raise ChecksumError(f"{error}. Delete {path} to download it again{where}") from None
         logger.debug("using cached %s", path)
         return path
 
@@ -414,19 +391,6 @@ class Downloader:
         # beside the dataset's folder, so that the folder holds the dataset's files only
         folder = self.folder
         return folder.parent / ".momok-locks" / folder.name / (urllib.parse.quote(spec.name, safe="") + ".lock")
-
-    @staticmethod
-    def _remove_leftovers(path: pathlib.Path) -> None:
-        """Delete the ``.part`` files of downloads of ``path`` that were killed (the caller holds the file's lock)."""
-        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part*"):
-            logger.info("removing %s, left by an interrupted download", leftover)
-            leftover.unlink(missing_ok=True)
-
-    def _url_or_none(self, spec: RemoteFile) -> str | None:
-        try:
-            return self.url_for(spec)
-        except DownloadError:
-            return None
 
     def _manual_message(self, spec: RemoteFile, *, reason: str, url: str | None = None) -> str:
         what = spec.description or spec.name
@@ -440,35 +404,35 @@ class Downloader:
         return msg
 
     def _download(self, url: str, spec: RemoteFile, path: pathlib.Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        tmp = pathlib.Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
+        # verified in its temporary file: a file that fails its checksum never reaches the cache
+        with atomic_write(path, suffix=".part") as tmp:
+            with tmp.open("wb") as out:
                 self._fetch(url, spec, out)
-            if spec.normalize_newlines:
-                _normalize_newlines_inplace(tmp)
+            if spec.normalize_newlines:  # text files, a few MB: in memory
+                tmp.write_bytes(tmp.read_bytes().replace(b"\r\n", b"\n"))
             if not spec.has_checksum:
                 logger.warning("%s: no checksum known for %s, using it unverified", self.key, url)
             verify_file(tmp, spec, full=True, source=url)
-            os.replace(tmp, path)
-            logger.info("downloaded %s to %s", url, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        logger.info("downloaded %s to %s", url, path)
 
     def _fetch(self, url: str, spec: RemoteFile, out) -> None:
+        """Stream ``url`` into ``out`` with a progress bar, within the deadline and without stalling."""
         with _Watchdog(self.deadline, self.stall_timeout) as watchdog:
             try:
-                self._fetch_watched(url, spec, out, watchdog)
+                received, length = self._stream(url, spec, out, watchdog)
             except DownloadError as error:
                 if watchdog.reason is None:
                     raise
                 raise DownloadError(f"could not download {url}: {watchdog.reason}") from error
-            if watchdog.reason is not None:  # the watchdog shut the socket: what arrived looks like a short file
-                raise DownloadError(f"could not download {url}: {watchdog.reason}")
+        if watchdog.reason is not None:  # the watchdog shut the socket: what arrived looks like a short file
+            raise DownloadError(f"could not download {url}: {watchdog.reason}")
+        if length is not None and received != length:
+            raise DownloadError(f"could not download {url}: the connection ended after {received} of {length} bytes")
 
-    def _fetch_watched(self, url: str, spec: RemoteFile, out, watchdog: _Watchdog) -> None:
+    def _stream(self, url: str, spec: RemoteFile, out, watchdog: _Watchdog) -> tuple[int, int | None]:
+        """Copy the response into ``out``; return the bytes received and the announced length."""
+        from tqdm.auto import tqdm
+
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
         opener = urllib.request.build_opener(_WatchedHTTPHandler(watchdog), _WatchedHTTPSHandler(watchdog))
         try:
@@ -480,48 +444,34 @@ class Downloader:
                 + self._manual_message(spec, reason="the download failed", url=url)
             ) from error
         with response:
-            content_type = response.headers.get("Content-Type", "")
-            if spec.manual and content_type.startswith("text/html"):
+            if spec.manual and response.headers.get("Content-Type", "").startswith("text/html"):
                 # e.g. Google Drive's "cannot scan this file for viruses" confirmation page
                 raise ManualDownloadRequired(self._manual_message(spec, reason=f"{url} answered with an HTML page"))
             length = response.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
-            total = length if length is not None else spec.size
-            try:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=f"{self.key}/{spec.name}",
-                    disable=not self.progress,
-                    leave=False,
-                )
-            except ImportError:  # pragma: no cover -- tqdm is a PyKEEN dependency
-                bar = None
             # read1 returns what one receive brings, so that the watchdog sees progress as it happens
             read = getattr(response, "read1", response.read)
             received = 0
-            try:
+            with tqdm(
+                total=length if length is not None else spec.size,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"{self.key}/{spec.name}",
+                disable=not self.progress,
+                leave=False,
+            ) as bar:
                 while True:
                     try:
                         chunk = read(_CHUNK)
                     except (OSError, ValueError, http.client.HTTPException) as error:
                         raise DownloadError(f"could not download {url}: connection broke ({error})") from error
                     if not chunk:
-                        break
+                        return received, length
                     out.write(chunk)
                     received += len(chunk)
                     watchdog.progress(received)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            finally:
-                if bar is not None:
-                    bar.close()
-            if length is not None and received != length and watchdog.reason is None:
-                raise DownloadError(f"could not download {url}: the connection ended after {received} of {length} bytes")
+                    bar.update(len(chunk))
 
 
 class _Watchdog:
@@ -605,26 +555,23 @@ def _shutdown(sock: socket.socket) -> None:
         pass
 
 
-class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+class _Watched:
+    """Makes an urllib HTTP(S) handler open its sockets through a :class:`_Watchdog`."""
+
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def do_open(self, http_class, req, **http_conn_args):  # noqa: D102
+        return super().do_open(self._watchdog.connection_class(http_class), req, **http_conn_args)  # type: ignore[misc]
+
+
+class _WatchedHTTPHandler(_Watched, urllib.request.HTTPHandler):
     """urllib's HTTP handler with the sockets of a :class:`_Watchdog`."""
 
-    def __init__(self, watchdog: _Watchdog) -> None:
-        super().__init__()
-        self._watchdog = watchdog
 
-    def do_open(self, http_class, req, **http_conn_args):  # noqa: D102
-        return super().do_open(self._watchdog.connection_class(http_class), req, **http_conn_args)
-
-
-class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+class _WatchedHTTPSHandler(_Watched, urllib.request.HTTPSHandler):
     """urllib's HTTPS handler with the sockets of a :class:`_Watchdog`."""
-
-    def __init__(self, watchdog: _Watchdog) -> None:
-        super().__init__()
-        self._watchdog = watchdog
-
-    def do_open(self, http_class, req, **http_conn_args):  # noqa: D102
-        return super().do_open(self._watchdog.connection_class(http_class), req, **http_conn_args)
 
 
 # -- safe archive extraction ---------------------------------------------------------------------
@@ -646,12 +593,21 @@ def _check_member_name(name: str, target: pathlib.Path) -> pathlib.Path:
     return destination
 
 
-def _archive_kind(path: pathlib.Path) -> str:
-    if zipfile.is_zipfile(path):
-        return "zip"
-    if tarfile.is_tarfile(path):
-        return "tar"
-    raise ValueError(f"{path} is neither a zip nor a tar archive")
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    """``"file"``, ``"dir"``, or what else a zip member is."""
+    mode = (info.external_attr >> 16) & 0xFFFF  # unix mode, when the archive was made on unix
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if info.is_dir():
+        return "dir"
+    return "not a regular file" if stat.S_IFMT(mode) and not stat.S_ISREG(mode) else "file"
+
+
+def _tar_kind(info: tarfile.TarInfo) -> str:
+    """``"file"``, ``"dir"``, or what else a tar member is."""
+    if info.issym() or info.islnk():
+        return f"a {'symbolic' if info.issym() else 'hard'} link (to {info.linkname!r})"
+    return "file" if info.isfile() else "dir" if info.isdir() else "not a regular file or folder"
 
 
 def safe_extract(
@@ -664,70 +620,51 @@ def safe_extract(
 
     Every member is checked *before* anything is written: absolute paths, ``..`` components, symbolic
     and hard links, device files and FIFOs raise :class:`UnsafeArchiveError` and nothing is extracted.
+    Each file is written atomically (:func:`~pykeen_momok.features.atomic_write`): a killed extraction leaves
+    no part of a file under its name.
 
     :param archive: the archive file (kind detected from its content)
     :param target: the folder to extract into (created if needed)
     :param members: extract only these member names (all when ``None``)
     :returns: the paths of the extracted regular files
     """
-    archive = pathlib.Path(archive)
-    target = pathlib.Path(target)
+    archive, target = pathlib.Path(archive), pathlib.Path(target)
     target.mkdir(parents=True, exist_ok=True)
     target = target.resolve()
-    wanted = None if members is None else set(members)
-    written: list[pathlib.Path] = []
-    if _archive_kind(archive) == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            infos = [i for i in zf.infolist() if wanted is None or i.filename in wanted]
-            plan = []
-            for info in infos:
-                destination = _check_member_name(info.filename, target)
-                mode = (info.external_attr >> 16) & 0xFFFF  # unix mode, when the archive was made on unix
-                if stat.S_ISLNK(mode):
-                    raise UnsafeArchiveError(f"archive member {info.filename!r} is a symbolic link; refusing to extract")
-                if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                    raise UnsafeArchiveError(f"archive member {info.filename!r} is not a regular file")
-                plan.append((info, destination))
-            for info, destination in plan:
-                if info.is_dir():
-                    destination.mkdir(parents=True, exist_ok=True)
-                    continue
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, destination.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
-                written.append(destination)
-    else:
-        with tarfile.open(archive) as tf:
-            infos = [m for m in tf.getmembers() if wanted is None or m.name in wanted]
-            plan = []
-            for info in infos:
-                destination = _check_member_name(info.name, target)
-                if info.issym() or info.islnk():
-                    raise UnsafeArchiveError(
-                        f"archive member {info.name!r} is a {'symbolic' if info.issym() else 'hard'} link "
-                        f"(to {info.linkname!r}); refusing to extract"
-                    )
-                if not (info.isfile() or info.isdir()):
-                    raise UnsafeArchiveError(f"archive member {info.name!r} is not a regular file or folder")
-                plan.append((info, destination))
-            for info, destination in plan:
-                if info.isdir():
-                    destination.mkdir(parents=True, exist_ok=True)
-                    continue
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(info)
-                if src is None:  # pragma: no cover -- regular files always have content
-                    continue
-                with src, destination.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
-                written.append(destination)
+    with contextlib.ExitStack() as stack:
+        if zipfile.is_zipfile(archive):
+            zip_file = stack.enter_context(zipfile.ZipFile(archive))
+            entries = [(i.filename, _zip_kind(i), functools.partial(zip_file.open, i)) for i in zip_file.infolist()]
+        elif tarfile.is_tarfile(archive):
+            tar_file = stack.enter_context(tarfile.open(archive))
+            entries = [(m.name, _tar_kind(m), functools.partial(tar_file.extractfile, m)) for m in tar_file.getmembers()]
+        else:
+            raise ValueError(f"{archive} is neither a zip nor a tar archive")
+        plan = []
+        for name, kind, open_member in entries:
+            if members is not None and name not in members:
+                continue
+            destination = _check_member_name(name, target)
+            if kind not in ("file", "dir"):
+                raise UnsafeArchiveError(f"archive member {name!r} is {kind}; refusing to extract")
+            plan.append((destination, kind, open_member))
+        written: list[pathlib.Path] = []
+        for destination, kind, open_member in plan:
+            if kind == "dir":
+                destination.mkdir(parents=True, exist_ok=True)
+                continue
+            with atomic_write(destination) as tmp, open_member() as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+            written.append(destination)
     return written
 
 
-def checksum_table(lines: str) -> Mapping[str, tuple[str, str, int]]:
+def checksum_table(lines: str) -> Mapping[str, tuple[str, str | None, int]]:
     """Parse a ``CHECKSUMS.txt``-style table (``git-blob sha256 bytes path`` per line, ``#`` comments).
 
-    :returns: path -> (git blob id, sha256, size)
+    A ``-`` in the sha256 column: not known (the file is verified by its git blob id and size).
+
+    :returns: path -> (git blob id, sha256 or None, size)
     """
     table = {}
     for line in lines.splitlines():
@@ -735,5 +672,5 @@ def checksum_table(lines: str) -> Mapping[str, tuple[str, str, int]]:
         if not line or line.startswith("#"):
             continue
         blob, sha256, size, path = line.split(None, 3)
-        table[path] = (blob, sha256, int(size))
+        table[path] = (blob, None if sha256 == "-" else sha256, int(size))
     return table
