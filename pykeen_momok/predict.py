@@ -290,7 +290,7 @@ class Predictor:
     """Top-k tails of ``(h, r, ?)`` and heads of ``(?, r, t)`` of a trained MoMoK, with each head's probability.
 
     ``score`` is what the model ranks by in evaluation (``score_t``; heads through the inverse relation as
-    ``score_h`` does): the joint decision, the mean of the heads' sigmoid probabilities. ``heads`` holds each of
+    PyKEEN's ``predict_h`` does): the joint decision, the mean of the heads' sigmoid probabilities. ``heads`` holds each of
     those probabilities, by :attr:`MoMoK.head_names <pykeen_momok.MoMoK.head_names>`.
     """
 
