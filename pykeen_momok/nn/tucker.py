@@ -41,19 +41,38 @@ on the seed, ``d``, the chunk size (a function of ``d`` and the chunk byte budge
 size or dtype) and the device type (CPU and CUDA generators differ). :func:`core_dropout_masks` rebuilds
 them. On CUDA the gradient of ``M_u`` is accumulated with ``index_add_`` (atomic adds): bitwise
 reproducible gradients there need :func:`torch.use_deterministic_algorithms`.
+
+Paths. The masked distinct-relation contraction (training with core dropout) has two implementations: ``"torch"``,
+the chunked PyTorch one above, and ``"triton"``, the kernels of :mod:`pykeen_momok.nn.tucker_triton` (masks drawn
+from Triton's Philox inside the contraction; same dropout rate, scale and placement, other random bits; no atomics).
+``"auto"`` (the default) takes ``"torch"`` on every device but CUDA; on CUDA with triton installed it times both
+once per ``(device, dtype, B, d)`` on first use (fixed seeds, the global RNG untouched) and keeps the faster
+(:func:`core_contraction_choices`). The setting: :func:`set_core_contraction_path`, else the environment variable
+``PYKEEN_MOMOK_TUCKER_PATH``, else ``"auto"``; a :class:`TuckerHead` may override it (``contraction_path=``).
+Evaluation, a core dropout of 0 and the per-query contraction (relation vectors per query) always take the
+PyTorch code: they have no per-query mask (evaluation) or no Triton kernel (per-query).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import statistics
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CORE_CONTRACTION_PATHS",
+    "CORE_CONTRACTION_PATH_ENV",
     "TuckerHead",
     "autocast_state",
+    "core_contraction_choices",
+    "get_core_contraction_path",
+    "set_core_contraction_path",
     "core_dropout_threshold",
     "core_dropout_masks",
     "default_chunk_size",
@@ -62,6 +81,8 @@ __all__ = [
     "fused_core_contraction",
     "fused_core_contraction_per_query",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: number of levels of the int16 random values used for the masks
 _LEVELS = 1 << 16
@@ -75,6 +96,69 @@ _FALLBACK_CHUNK_BYTES = 16 << 20
 #: GEMM re-read all of ``W`` (``d_r * d * d`` floats) for a few queries only: at d = 300 on a 2-core CPU one
 #: 4 MiB chunk (11 queries) runs at ~45 GFLOP/s, a 32 MiB block at ~80.
 DEFAULT_GEMM_BYTES: dict[str, int] = {"cuda": 64 << 20, "cpu": 32 << 20}
+
+
+#: the implementations of the masked distinct-relation contraction, and ``"auto"`` (see the module docstring)
+CORE_CONTRACTION_PATHS = ("auto", "torch", "triton")
+#: the environment variable read when :func:`set_core_contraction_path` has not been called (or was reset)
+CORE_CONTRACTION_PATH_ENV = "PYKEEN_MOMOK_TUCKER_PATH"
+#: repeats per path of the "auto" timing (after one untimed warm-up run each)
+AUTO_TIMING_REPEATS = 3
+
+_path_setting: str | None = None
+#: the "auto" choices made so far: ``(device, dtype, B, d) -> (path, {path: median seconds})``
+_auto_choices: dict[tuple[str, str, int, int], tuple[str, dict[str, float]]] = {}
+
+
+def _checked_path(path: str, where: str) -> str:
+    if path not in CORE_CONTRACTION_PATHS:
+        raise ValueError(f"{where}: unknown core contraction path {path!r}; expected one of {CORE_CONTRACTION_PATHS}")
+    return path
+
+
+def set_core_contraction_path(path: str | None) -> None:
+    """Set the process-wide core contraction path of the Tucker heads (those without their own ``contraction_path``).
+
+    :param path: ``"auto"``, ``"torch"`` or ``"triton"``; ``None`` goes back to :data:`CORE_CONTRACTION_PATH_ENV`
+        (or ``"auto"`` where it is unset)
+    """
+    global _path_setting
+    _path_setting = None if path is None else _checked_path(path, "set_core_contraction_path")
+
+
+def get_core_contraction_path() -> str:
+    """The process-wide setting: :func:`set_core_contraction_path`'s, else ``$PYKEEN_MOMOK_TUCKER_PATH``, else ``"auto"``."""
+    if _path_setting is not None:
+        return _path_setting
+    value = os.environ.get(CORE_CONTRACTION_PATH_ENV, "").strip()
+    return _checked_path(value, f"environment variable {CORE_CONTRACTION_PATH_ENV}") if value else "auto"
+
+
+def core_contraction_choices(clear: bool = False) -> dict[tuple[str, str, int, int], tuple[str, dict[str, float]]]:
+    """The choices ``"auto"`` has made: ``(device, dtype, B, d) -> (path, {path: median seconds of forward + backward})``.
+
+    :param clear: forget them afterwards (the next training forward of each shape times the paths again)
+    """
+    choices = dict(_auto_choices)
+    if clear:
+        _auto_choices.clear()
+    return choices
+
+
+def _triton_module():
+    """:mod:`pykeen_momok.nn.tucker_triton`, imported on first use (it imports triton)."""
+    from . import tucker_triton
+
+    return tucker_triton
+
+
+def triton_unavailable_reason(device: torch.device | str) -> str:
+    """Why the Triton path cannot run on ``device`` (``""`` where it can); never raises for a missing triton."""
+    try:
+        module = _triton_module()
+    except ImportError as error:  # pragma: no cover - the module itself guards its triton import
+        return f"pykeen_momok.nn.tucker_triton failed to import: {error}"
+    return module.triton_availability(device)[1]
 
 
 def core_dropout_threshold(p: float) -> tuple[int, float, float]:
@@ -201,6 +285,7 @@ def core_dropout_masks(
     chunk_size: int | None = None,
     start: int = 0,
     count: int | None = None,
+    path: str = "torch",
 ) -> torch.Tensor:
     """Rebuild the *keep* masks the fused contraction uses for queries ``[start, start + count)``.
 
@@ -212,6 +297,8 @@ def core_dropout_masks(
     :param chunk_size: the chunk size used (default: :func:`default_chunk_size` for ``dim`` and ``device``)
     :param start: first query
     :param count: number of queries (default: up to ``num_queries``)
+    :param path: the path that drew them (:attr:`TuckerHead.last_core_path`): ``"torch"``, or ``"triton"``
+        (masks independent of chunking and device; materialised for all ``num_queries``, so for small shapes)
     :return: BoolTensor ``(count, d, d)``, True where the entry is kept
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -220,6 +307,11 @@ def core_dropout_masks(
     if count is None:
         count = num_queries - start
     threshold, _, _ = core_dropout_threshold(p)
+    if path == "triton":
+        masks = _triton_module().triton_core_dropout_masks(seed, num_queries, dim, threshold - _INT16_MIN, device)
+        return masks[start : start + count]
+    if path != "torch":
+        raise ValueError(f"core_dropout_masks: path must be 'torch' or 'triton' (the path that drew them), got {path!r}")
     generator = torch.Generator(device=device)
     parts = []
     for index, lo, hi in _chunks(num_queries, chunk_size):
@@ -431,6 +523,7 @@ def fused_core_contraction(
     training: bool = True,
     seed: int | None = None,
     chunk_size: int | None = None,
+    path: str = "torch",
 ) -> torch.Tensor:
     """``z_b = x_b @ dropout_b(M[index_b])`` without materialising ``(B, d, d)`` or saving masks.
 
@@ -440,17 +533,95 @@ def fused_core_contraction(
     :param p: core dropout rate (applied only if ``training``)
     :param training: whether to apply the dropout
     :param seed: the base seed (default: drawn with :func:`draw_core_seed` when dropout is active)
-    :param chunk_size: queries per chunk (default: :func:`default_chunk_size`)
+    :param chunk_size: queries per chunk of the ``"torch"`` path (default: :func:`default_chunk_size`)
+    :param path: the masked contraction's implementation: ``"torch"``, ``"triton"`` or ``"auto"`` (module
+        docstring); without masks (evaluation, ``p = 0``) every path runs the same per-relation GEMMs
     :return: shape ``(B, d)``
     """
+    return _fused_core_contraction(x, matrices, index, p, training, seed, chunk_size, path)[0]
+
+
+def _fused_core_contraction(x, matrices, index, p, training, seed, chunk_size, path) -> tuple[torch.Tensor, str | None]:
+    """:func:`fused_core_contraction`, and the path that drew the masks (``None`` without masks)."""
+    _checked_path(path, "fused_core_contraction")
     seed_, threshold, scale = _dropout_args(p, training, seed)
     if chunk_size is None:
         chunk_size = default_chunk_size(x.shape[-1], x.device)
     if threshold is not None and scale == 0.0:  # p = 1: everything dropped
-        return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum())
+        return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum()), None
     with _autocast_disabled(x.device.type):  # the contraction runs in the inputs' promoted dtype
         x, matrices = _promoted(x, matrices)
-        return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size)
+        if threshold is None:
+            return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size), None
+        if path == "auto":
+            path = _auto_path(x, matrices, index, threshold, scale, chunk_size)
+        return _masked_distinct(path, x, matrices, index, seed_, threshold, scale, chunk_size), path
+
+
+def _masked_distinct(path, x, matrices, index, seed, threshold, scale, chunk_size) -> torch.Tensor:
+    """The masked distinct-relation contraction on ``path`` (``"torch"`` or ``"triton"``), scaled."""
+    if path == "triton":
+        z = _triton_module().triton_core_contraction(x, matrices, index, seed, threshold - _INT16_MIN)
+        return z * scale if scale != 1.0 else z  # scale after the product (and on the gradient first), as below
+    return _DistinctCoreContraction.apply(x, matrices, index, seed, threshold, scale, chunk_size)
+
+
+def _auto_path(x, matrices, index, threshold, scale, chunk_size) -> str:
+    """The ``"auto"`` choice for these shapes: ``"torch"`` off CUDA or without triton, else the faster one, timed once."""
+    device = x.device
+    if device.type != "cuda":
+        return "torch"
+    key = (str(device), str(x.dtype).removeprefix("torch."), int(x.shape[0]), int(x.shape[1]))
+    if key in _auto_choices:
+        return _auto_choices[key][0]
+    reason = triton_unavailable_reason(device)
+    if reason:
+        logger.info("core contraction %s: torch (Triton unavailable: %s)", key, reason)
+        _auto_choices[key] = ("torch", {})
+        return "torch"
+    times: dict[str, float] = {}
+    for path in ("torch", "triton"):
+        try:
+            times[path] = _time_masked(path, x, matrices, index, threshold, scale, chunk_size)
+        except Exception as error:  # a kernel that fails to compile on this GPU must not stop training
+            if path == "torch":
+                raise
+            logger.warning("core contraction %s: the Triton path failed while being timed, using torch: %r", key, error)
+    choice = min(times, key=times.__getitem__)
+    _auto_choices[key] = (choice, times)
+    logger.info(
+        "core contraction %s: %s (forward + backward, median of %d: %s)",
+        key,
+        choice,
+        AUTO_TIMING_REPEATS,
+        ", ".join(f"{path} {seconds * 1e3:.2f} ms" for path, seconds in times.items()),
+    )
+    return choice
+
+
+def _time_masked(path, x, matrices, index, threshold, scale, chunk_size) -> float:
+    """Median seconds of one forward + backward of the masked contraction on ``path``, on copies of the inputs.
+
+    A fixed seed (0): the global RNG is not touched, so a run draws the same random numbers whatever is timed.
+    """
+    x = x.detach().requires_grad_()
+    matrices = matrices.detach().requires_grad_()
+    grad = torch.ones_like(x)
+
+    def run() -> None:
+        with torch.enable_grad():
+            z = _masked_distinct(path, x, matrices, index, 0, threshold, scale, chunk_size)
+            torch.autograd.grad(z, (x, matrices), grad)
+
+    run()  # warm-up: Triton compiles its kernels here, the allocator settles
+    seconds = []
+    for _ in range(AUTO_TIMING_REPEATS):
+        torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize(x.device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def fused_core_contraction_per_query(
@@ -497,10 +668,15 @@ class TuckerHead(nn.Module):
     :param chunk_bytes: byte budget of a chunk (default per device type, :data:`DEFAULT_CHUNK_BYTES`)
     :param max_relation_matrix_bytes: with relation ids, build the distinct matrices ``(U, d, d)`` only while
         they take at most this many bytes; above, fall back to the per-query chunked path
+    :param contraction_path: ``"auto"``, ``"torch"`` or ``"triton"`` for the masked distinct-relation contraction
+        (module docstring); ``None`` (default): the process-wide setting (:func:`get_core_contraction_path`) at
+        each forward. Ignored with ``fused=False``.
     """
 
     #: the base seed of the core dropout masks of the last fused training forward (None before)
     last_core_seed: int | None
+    #: the path that drew those masks, ``"torch"`` or ``"triton"`` (for :func:`core_dropout_masks`; None before)
+    last_core_path: str | None
 
     def __init__(
         self,
@@ -512,9 +688,13 @@ class TuckerHead(nn.Module):
         fused: bool = True,
         chunk_bytes: int | None = None,
         max_relation_matrix_bytes: int = 256 << 20,
+        contraction_path: str | None = None,
     ) -> None:
         super().__init__()
         core_dropout_threshold(core_dropout)  # validate
+        if contraction_path is not None:
+            _checked_path(contraction_path, "TuckerHead(contraction_path=...)")
+        self.contraction_path = contraction_path
         self.entity_dim = entity_dim
         self.relation_dim = relation_dim
         self.core = nn.Parameter(torch.empty(relation_dim, entity_dim, entity_dim))
@@ -527,6 +707,7 @@ class TuckerHead(nn.Module):
         self.chunk_bytes = chunk_bytes
         self.max_relation_matrix_bytes = max_relation_matrix_bytes
         self.last_core_seed = None
+        self.last_core_path = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -539,6 +720,7 @@ class TuckerHead(nn.Module):
         return (
             f"entity_dim={self.entity_dim}, relation_dim={self.relation_dim}, "
             f"core_dropout={self.core_dropout}, fused={self.fused}"
+            + (f", contraction_path={self.contraction_path!r}" if self.contraction_path is not None else "")
         )
 
     def chunk_size(self, device: torch.device | str) -> int:
@@ -574,6 +756,7 @@ class TuckerHead(nn.Module):
         seed = draw_core_seed() if active else None
         if active:
             self.last_core_seed = seed
+            self.last_core_path = "torch"  # the per-query contraction has no other path
         if r is not None:
             grad_needed = torch.is_grad_enabled() and (
                 r.requires_grad or x.requires_grad or self.core.requires_grad
@@ -589,7 +772,11 @@ class TuckerHead(nn.Module):
                 return fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk)
             unique_r = relation_weights.index_select(0, ids)
         matrices = torch.mm(unique_r, self.core.view(d_r, d * d)).view(-1, d, d)
-        return fused_core_contraction(x, matrices, index, p, self.training, seed, chunk)
+        path = self.contraction_path if self.contraction_path is not None else get_core_contraction_path()
+        z, drawn_by = _fused_core_contraction(x, matrices, index, p, self.training, seed, chunk, path)
+        if drawn_by is not None:
+            self.last_core_path = drawn_by
+        return z
 
     def forward(
         self,

@@ -1,0 +1,432 @@
+"""Triton kernels of the Tucker head's core contraction with per-query core dropout (optional: ``pykeen-momok[gpu]``).
+
+For a batch of queries ``b`` with the distinct relation matrices ``M_u`` (``(U, d, d)``, built by the caller)
+and the index ``u(b)``, the kernels compute::
+
+    z_b = scale * x_b @ (keep_b * M_{u(b)})                        # forward, (B, d)
+    dx_b = keep_b * M_{u(b)} @ g_b          (g = scale * dL/dz)     # backward
+    dM_u = sum_{b : u(b) = u} keep_b * (x_b g_b^T)
+
+The keep masks ``keep_b`` (``(d, d)`` per query) are never stored: every kernel draws them where it uses them,
+from Triton's counter-based Philox generator (``tl.randint``, 10 rounds) keyed by the base ``seed``, with the
+counter ``(b * d + i) * d + j`` (the entry's position in the virtual ``(B, d, d)`` mask). An entry is dropped
+iff the upper 16 bits of its random word are ``< drop_levels`` (``drop_levels = round(p * 65536)``): the same
+realised rate ``p_eff = drop_levels / 65536`` and scale ``1 / (1 - p_eff)`` as the PyTorch fused path
+(:func:`pykeen_momok.nn.tucker.core_dropout_threshold`), though other random bits, so other masks. The masks
+depend only on the seed, the query's row in the batch, ``d`` and the entry: not on block sizes, dtype or device.
+:func:`triton_core_dropout_masks` materialises them (for tests and small shapes).
+
+Determinism: no atomics. ``dM`` is a per-relation reduction: the queries are sorted by relation (stable), each
+relation's queries are cut into pieces of at most :attr:`TritonBlockSizes.piece` queries, each piece is summed
+in query order by one program, and the pieces of a relation are added in order by a second kernel (skipped when
+every relation fits one piece). Under a fixed seed, forward and backward are bitwise reproducible on one device
+and block configuration.
+
+This module imports ``triton`` when it is itself imported; :mod:`pykeen_momok.nn.tucker` imports it only when
+the Triton path is asked for (or timed by the ``"auto"`` choice on CUDA), so the package works without triton.
+Triton compiles for CUDA tensors. CPU tensors run only under Triton's interpreter, which must be switched on
+(``TRITON_INTERPRET=1``) *before* this module is imported: it decides at kernel definition. The interpreter is
+for tests; it is orders of magnitude slower than the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+try:  # optional dependency: the package works without it (see pykeen_momok.nn.tucker)
+    import triton
+    import triton.language as tl
+except ImportError as error:  # pragma: no cover - exercised where triton is absent
+    triton = None
+    tl = None
+    _IMPORT_ERROR: ImportError | None = error
+else:
+    _IMPORT_ERROR = None
+
+__all__ = [
+    "INTERPRETED",
+    "TritonBlockSizes",
+    "DEFAULT_BLOCKS",
+    "triton_availability",
+    "triton_core_contraction",
+    "triton_core_dropout_masks",
+]
+
+#: whether the kernels were defined under Triton's interpreter (``TRITON_INTERPRET=1`` when this module was imported)
+INTERPRETED: bool = triton is not None and os.environ.get("TRITON_INTERPRET", "0") == "1"
+#: whether Triton's own library (``tl.randint``...) was defined under the interpreter: triton decides when *it* is
+#: first imported, so ``TRITON_INTERPRET=1`` set after that gives interpreted kernels calling compiled helpers
+_LIBRARY_INTERPRETED: bool = triton is not None and type(tl.randint).__name__ == "InterpretedFunction"
+
+#: dtypes the kernels read and write; accumulation is float32 (float64 for float64 inputs)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class TritonBlockSizes:
+    """Tile sizes of the kernels (powers of two, except ``piece`` and ``num_warps``).
+
+    :param query: queries per tile (``BLOCK_Q``)
+    :param row: rows ``i`` of the ``d x d`` matrix per tile (``BLOCK_I``)
+    :param col: columns ``j`` per tile (``BLOCK_J``)
+    :param piece: at most this many queries of one relation are reduced by one program of the ``dM`` kernel;
+        relations with more queries are split into pieces that a second kernel adds in order
+    :param num_warps: warps per program (ignored by the interpreter)
+    """
+
+    query: int = 2
+    row: int = 32
+    col: int = 32
+    piece: int = 64
+    num_warps: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("query", "row", "col"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"TritonBlockSizes.{name} must be a power of two >= 1, got {value}")
+        if self.query * self.row * self.col < 16:
+            raise ValueError(
+                f"TritonBlockSizes: a tile needs at least 16 elements (query * row * col), got {self.query}, "
+                f"{self.row}, {self.col}"
+            )
+        if self.piece < 1 or self.num_warps < 1:
+            raise ValueError(f"TritonBlockSizes: piece and num_warps must be >= 1, got {self.piece}, {self.num_warps}")
+
+
+#: the tile sizes used when none are given (not tuned on a GPU yet: ``benchmarks/tucker_kernels.py`` sweeps them)
+DEFAULT_BLOCKS = TritonBlockSizes()
+
+
+def triton_availability(device: torch.device | str) -> tuple[bool, str]:
+    """Whether the kernels can run on tensors of ``device``, and if not, why.
+
+    :return: ``(True, "")`` or ``(False, reason)``
+    """
+    device = torch.device(device)
+    if triton is None:
+        return False, f"triton is not installed (pip install 'pykeen-momok[gpu]'; import failed: {_IMPORT_ERROR})"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "CUDA is not available"
+        return True, ""
+    if device.type == "cpu":
+        if not INTERPRETED:
+            return False, (
+                "Triton runs CPU tensors only under its interpreter, and pykeen_momok.nn.tucker_triton was imported "
+                "without TRITON_INTERPRET=1 (set it before triton is first imported; it is for tests, and slow)"
+            )
+        if not _LIBRARY_INTERPRETED:
+            return False, (
+                "TRITON_INTERPRET=1 was set after triton itself was imported, so its library functions are compiled "
+                "ones (set it before the first import of triton)"
+            )
+        return True, ""
+    return False, f"device type {device.type!r} is not supported by the Triton kernels (cuda, or cpu interpreted)"
+
+
+def _check_available(device: torch.device) -> None:
+    ok, reason = triton_availability(device)
+    if not ok:
+        raise RuntimeError(f"the Triton core contraction cannot run on {device}: {reason}")
+
+
+if triton is not None:
+
+    @triton.jit
+    def _keep_tile(seed, q, i, j, dim, drop_levels):
+        """Keep mask ``(BQ, BI, BJ)`` of queries ``q`` (int64), rows ``i``, columns ``j``: True = kept."""
+        counter = (q[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :]
+        bits = tl.randint(seed, counter).to(tl.uint32, bitcast=True)
+        return (bits >> 16).to(tl.int32) >= drop_levels
+
+    @triton.jit
+    def _forward_kernel(
+        x_ptr, m_ptr, index_ptr, out_ptr, num, dim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
+    ):  # fmt: skip
+        """``out[b, j] = sum_i x[b, i] keep_b[i, j] M[u(b), i, j]``; grid ``(cdiv(B, BQ), cdiv(d, BJ))``."""
+        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
+        j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
+        q_ok = q < num
+        j_ok = j < dim
+        u = tl.load(index_ptr + q, mask=q_ok, other=0).to(tl.int64)
+        acc = tl.zeros((BLOCK_Q, BLOCK_J), dtype=ACC)
+        for i0 in range(0, dim, BLOCK_I):
+            i = i0 + tl.arange(0, BLOCK_I)
+            i_ok = i < dim
+            xs = tl.load(x_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & i_ok[None, :], other=0.0)
+            ok = q_ok[:, None, None] & i_ok[None, :, None] & j_ok[None, None, :]
+            ms = tl.load(m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0)
+            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
+            ms = tl.where(keep, ms.to(ACC), 0.0)
+            acc += tl.sum(xs.to(ACC)[:, :, None] * ms, axis=1)
+        tl.store(out_ptr + q[:, None] * dim + j[None, :], acc.to(out_ptr.dtype.element_ty), mask=q_ok[:, None] & j_ok[None, :])
+
+    @triton.jit
+    def _grad_x_kernel(
+        g_ptr, m_ptr, index_ptr, gx_ptr, num, dim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
+    ):  # fmt: skip
+        """``gx[b, i] = sum_j keep_b[i, j] M[u(b), i, j] g[b, j]``; grid ``(cdiv(B, BQ), cdiv(d, BI))``."""
+        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
+        i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+        q_ok = q < num
+        i_ok = i < dim
+        u = tl.load(index_ptr + q, mask=q_ok, other=0).to(tl.int64)
+        acc = tl.zeros((BLOCK_Q, BLOCK_I), dtype=ACC)
+        for j0 in range(0, dim, BLOCK_J):
+            j = j0 + tl.arange(0, BLOCK_J)
+            j_ok = j < dim
+            gs = tl.load(g_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & j_ok[None, :], other=0.0)
+            ok = q_ok[:, None, None] & i_ok[None, :, None] & j_ok[None, None, :]
+            ms = tl.load(m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0)
+            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
+            ms = tl.where(keep, ms.to(ACC), 0.0)
+            acc += tl.sum(ms * gs.to(ACC)[:, None, :], axis=2)
+        tl.store(gx_ptr + q[:, None] * dim + i[None, :], acc.to(gx_ptr.dtype.element_ty), mask=q_ok[:, None] & i_ok[None, :])
+
+    @triton.jit
+    def _grad_m_kernel(
+        x_ptr, g_ptr, order_ptr, piece_start_ptr, piece_end_ptr, piece_row_ptr, out_ptr, dim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
+    ):  # fmt: skip
+        """``out[row_p, i, j] = sum_{b in piece p} keep_b[i, j] x[b, i] g[b, j]``, queries in order.
+
+        Grid ``(P, cdiv(d, BI), cdiv(d, BJ))``; piece ``p`` covers ``order[start_p:end_p]`` (queries of one relation).
+        """
+        p = tl.program_id(0)
+        i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+        j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
+        i_ok = i < dim
+        j_ok = j < dim
+        start = tl.load(piece_start_ptr + p)
+        end = tl.load(piece_end_ptr + p)
+        row = tl.load(piece_row_ptr + p).to(tl.int64)
+        acc = tl.zeros((BLOCK_I, BLOCK_J), dtype=ACC)
+        for s in range(start, end, BLOCK_Q):
+            pos = s + tl.arange(0, BLOCK_Q)
+            pos_ok = pos < end
+            q = tl.load(order_ptr + pos, mask=pos_ok, other=0).to(tl.int64)
+            xs = tl.load(x_ptr + q[:, None] * dim + i[None, :], mask=pos_ok[:, None] & i_ok[None, :], other=0.0)
+            gs = tl.load(g_ptr + q[:, None] * dim + j[None, :], mask=pos_ok[:, None] & j_ok[None, :], other=0.0)
+            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
+            outer = xs.to(ACC)[:, :, None] * gs.to(ACC)[:, None, :]
+            acc += tl.sum(tl.where(keep, outer, 0.0), axis=0)
+        out = out_ptr + (row * dim + i[:, None]) * dim + j[None, :]
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=i_ok[:, None] & j_ok[None, :])
+
+    @triton.jit
+    def _sum_pieces_kernel(partial_ptr, first_piece_ptr, out_ptr, size, BLOCK: tl.constexpr, ACC: tl.constexpr):
+        """``out[u] = sum_{p in [first[u], first[u+1])} partial[p]`` in order; grid ``(U, cdiv(d*d, BLOCK))``."""
+        u = tl.program_id(0).to(tl.int64)
+        offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        ok = offs < size
+        lo = tl.load(first_piece_ptr + u)
+        hi = tl.load(first_piece_ptr + u + 1)
+        acc = tl.zeros((BLOCK,), dtype=ACC)
+        for p in range(lo, hi):
+            acc += tl.load(partial_ptr + p * size + offs, mask=ok, other=0.0).to(ACC)
+        tl.store(out_ptr + u * size + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _mask_kernel(out_ptr, num, dim, seed, drop_levels, BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+        """The keep masks as int8, ``(B, d, d)``; grid ``(cdiv(B, BQ), cdiv(d, BI), cdiv(d, BJ))``."""
+        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
+        i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+        j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
+        ok = (q < num)[:, None, None] & (i < dim)[None, :, None] & (j < dim)[None, None, :]
+        keep = _keep_tile(seed, q, i, j, dim, drop_levels)
+        tl.store(out_ptr + (q[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], keep.to(tl.int8), mask=ok)
+
+
+def _accumulator(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _check_drop_levels(drop_levels: int) -> None:
+    if not 0 <= drop_levels < 1 << 16:
+        raise ValueError(
+            f"drop_levels must lie in [0, 65536) (round(p * 65536) of a core dropout p < 1), got {drop_levels}"
+        )
+
+
+def triton_core_dropout_masks(
+    seed: int,
+    num_queries: int,
+    dim: int,
+    drop_levels: int,
+    device: torch.device | str = "cpu",
+    blocks: TritonBlockSizes | None = None,
+) -> torch.Tensor:
+    """Materialise the keep masks the kernels draw for a batch of ``num_queries`` queries (tests, small shapes).
+
+    :param seed: the base seed of the forward pass, in ``[0, 2^63)``
+    :param num_queries: ``B``
+    :param dim: ``d``
+    :param drop_levels: ``round(p * 65536)``; an entry is dropped iff the upper 16 bits of its word are below it
+    :param device: where to run the mask kernel (the masks do not depend on it)
+    :param blocks: tile sizes (the masks do not depend on them)
+    :return: BoolTensor ``(B, d, d)``, True where the entry is kept
+    """
+    device = torch.device(device)
+    _check_available(device)
+    _check_drop_levels(drop_levels)
+    blocks = blocks or DEFAULT_BLOCKS
+    out = torch.empty(num_queries, dim, dim, dtype=torch.int8, device=device)
+    if num_queries and dim:
+        grid = (triton.cdiv(num_queries, blocks.query), triton.cdiv(dim, blocks.row), triton.cdiv(dim, blocks.col))
+        _mask_kernel[grid](
+            out, num_queries, dim, seed, drop_levels, BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col,
+            num_warps=blocks.num_warps,
+        )  # fmt: skip
+    return out.bool()
+
+
+def _pieces(index: torch.Tensor, num_groups: int, piece: int):
+    """Cut the queries of each relation into pieces of at most ``piece`` queries.
+
+    :return: ``(order, starts, ends, relation_of_piece, first_piece, single)``: ``order`` sorts the queries by
+        relation (stable); piece ``p`` covers ``order[starts[p]:ends[p]]`` and belongs to relation
+        ``relation_of_piece[p]``; relation ``u``'s pieces are ``first_piece[u]:first_piece[u + 1]``; ``single``:
+        no relation has more than one piece
+    """
+    order = torch.argsort(index, stable=True)
+    counts = torch.bincount(index, minlength=num_groups).tolist()  # one device sync, as torch.unique has before
+    starts, ends, relation, first = [], [], [], [0]
+    position = 0
+    for u, count in enumerate(counts):
+        for lo in range(0, count, piece):
+            starts.append(position + lo)
+            ends.append(position + min(lo + piece, count))
+            relation.append(u)
+        position += count
+        first.append(len(starts))
+
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.int64).to(index.device, non_blocking=True)
+
+    single = all(count <= piece for count in counts)
+    return order, tensor(starts), tensor(ends), tensor(relation), tensor(first), single
+
+
+class _TritonDistinctCoreContraction(torch.autograd.Function):
+    """``z_b = x_b @ (keep_b * M[index_b])`` (unscaled) with the masks drawn in the kernels, never stored.
+
+    Saves only ``x``, ``M`` and ``index`` (the seed and mask threshold as attributes); backward redraws the masks.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, matrices: torch.Tensor, index: torch.Tensor, seed: int, drop_levels: int, blocks
+    ) -> torch.Tensor:
+        num, dim = x.shape
+        x, matrices, index = x.contiguous(), matrices.contiguous(), index.contiguous()
+        out = torch.empty_like(x)
+        if num:
+            grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.col))
+            _forward_kernel[grid](
+                x, matrices, index, out, num, dim, seed, drop_levels,
+                BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col, ACC=_accumulator(x.dtype),
+                num_warps=blocks.num_warps,
+            )  # fmt: skip
+        ctx.save_for_backward(x, matrices, index)
+        ctx.seed, ctx.drop_levels, ctx.blocks = seed, drop_levels, blocks
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        x, matrices, index = ctx.saved_tensors
+        need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        seed, drop_levels, blocks = ctx.seed, ctx.drop_levels, ctx.blocks
+        num, dim = x.shape
+        g = grad_out.to(x.dtype).contiguous()
+        acc = _accumulator(x.dtype)
+        grad_x = grad_m = None
+        if need_x:
+            grad_x = torch.empty_like(x)
+            if num:
+                grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.row))
+                _grad_x_kernel[grid](
+                    g, matrices, index, grad_x, num, dim, seed, drop_levels,
+                    BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col, ACC=acc, num_warps=blocks.num_warps,
+                )  # fmt: skip
+        if need_m:
+            grad_m = torch.zeros_like(matrices)
+            if num:
+                grad_m = _grad_matrices(x, g, index, matrices.shape[0], seed, drop_levels, blocks, grad_m)
+        return grad_x, grad_m, None, None, None, None
+
+
+def _grad_matrices(x, g, index, num_groups, seed, drop_levels, blocks, grad_m):
+    """``dM_u = sum_{b: u(b) = u} keep_b * x_b g_b^T`` by relation, deterministic (see the module docstring)."""
+    dim = x.shape[1]
+    order, starts, ends, relation, first, single = _pieces(index, num_groups, blocks.piece)
+    num_pieces = int(starts.shape[0])
+    if single:  # each piece is a whole relation: write its sum in place
+        target, rows = grad_m, relation
+    else:  # partial sums per piece in the accumulator dtype, added per relation in order below
+        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        target = torch.empty(num_pieces, dim, dim, dtype=acc_dtype, device=x.device)
+        rows = torch.arange(num_pieces, dtype=torch.int64, device=x.device)
+    grid = (num_pieces, triton.cdiv(dim, blocks.row), triton.cdiv(dim, blocks.col))
+    _grad_m_kernel[grid](
+        x, g, order, starts, ends, rows, target, dim, seed, drop_levels,
+        BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col, ACC=_accumulator(x.dtype),
+        num_warps=blocks.num_warps,
+    )  # fmt: skip
+    if not single:
+        block = 1024
+        _sum_pieces_kernel[(num_groups, triton.cdiv(dim * dim, block))](
+            target, first, grad_m, dim * dim, BLOCK=block, ACC=_accumulator(x.dtype), num_warps=blocks.num_warps
+        )
+    return grad_m
+
+
+def triton_core_contraction(
+    x: torch.Tensor,
+    matrices: torch.Tensor,
+    index: torch.Tensor,
+    seed: int,
+    drop_levels: int,
+    blocks: TritonBlockSizes | None = None,
+) -> torch.Tensor:
+    """``z_b = x_b @ (keep_b * M[index_b])`` with the Triton kernels; differentiable in ``x`` and ``matrices``.
+
+    The dropout *scale* is the caller's (``pykeen_momok.nn.tucker`` multiplies the result, and so the gradient,
+    by ``1 / (1 - p_eff)``, in the same order as its PyTorch path).
+
+    :param x: ``(B, d)``, one of :data:`SUPPORTED_DTYPES`
+    :param matrices: ``(U, d, d)``, same dtype and device as ``x``
+    :param index: ``(B,)`` integer, values in ``[0, U)``
+    :param seed: the base seed of the masks, in ``[0, 2^63)``
+    :param drop_levels: ``round(p * 65536)`` in ``[0, 65536)``
+    :param blocks: tile sizes (default :data:`DEFAULT_BLOCKS`); the values do not depend on them beyond rounding
+    :return: ``(B, d)``, unscaled
+    """
+    _check_available(x.device)
+    _check_drop_levels(drop_levels)
+    if x.dim() != 2 or matrices.dim() != 3 or matrices.shape[1:] != (x.shape[1], x.shape[1]):
+        raise ValueError(
+            f"triton_core_contraction: expected x (B, d) and matrices (U, d, d), got {tuple(x.shape)} and "
+            f"{tuple(matrices.shape)}"
+        )
+    if index.shape != (x.shape[0],) or index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise ValueError(f"triton_core_contraction: expected an integer index of shape ({x.shape[0]},), got "
+                         f"{index.dtype} {tuple(index.shape)}")  # fmt: skip
+    if x.dtype not in SUPPORTED_DTYPES or matrices.dtype != x.dtype:
+        raise TypeError(
+            f"triton_core_contraction: x and matrices must share one of {SUPPORTED_DTYPES}, got {x.dtype} and "
+            f"{matrices.dtype}"
+        )
+    if matrices.device != x.device or index.device != x.device:
+        raise ValueError(
+            f"triton_core_contraction: x, matrices and index must be on one device, got {x.device}, "
+            f"{matrices.device}, {index.device}"
+        )
+    if not 0 <= seed < 1 << 63:
+        raise ValueError(f"triton_core_contraction: seed must lie in [0, 2^63), got {seed}")
+    return _TritonDistinctCoreContraction.apply(x, matrices, index.long(), int(seed), int(drop_levels), blocks or DEFAULT_BLOCKS)

@@ -1,0 +1,348 @@
+"""The Triton core contraction (:mod:`pykeen_momok.nn.tucker_triton`) against the per-query oracle, and path choice.
+
+Without CUDA the kernels run under Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1``, set below at
+collection, before triton is first imported), on small shapes (d 8-16, B 4-8); with CUDA the same tests run the
+compiled kernels on the GPU, and a larger CUDA test (skipped elsewhere) adds the "auto" timing. The masks are
+checked bit for bit against an independent NumPy Philox-4x32-10, so interpreter and GPU draw the same masks.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+
+# Triton runs CPU tensors only under its interpreter, and decides when triton is first imported (its own library,
+# tl.randint included, is defined then): switch it on before that, for this process, where there is no GPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pykeen_momok.nn import tucker  # noqa: E402
+from pykeen_momok.nn.tucker import (  # noqa: E402
+    TuckerHead,
+    core_contraction_choices,
+    core_dropout_masks,
+    core_dropout_threshold,
+    fused_core_contraction,
+    get_core_contraction_path,
+    set_core_contraction_path,
+)
+
+pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[tests]' installs it)")
+
+from test_model_oracle import NO_RANDOMNESS, _assert_same_gradients, _batch, _loss, _pair, tiny  # noqa: E402,F401
+from test_nn_tucker import _grads, _problem, per_query_core_contraction  # noqa: E402
+
+from pykeen_momok.nn import tucker_triton  # noqa: E402
+
+P = 0.4
+DROP_LEVELS = round(P * 65536)
+
+
+@pytest.fixture(scope="module")
+def device() -> torch.device:
+    """Where the kernels run here: CUDA (compiled), else CPU under the interpreter."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ok, reason = tucker_triton.triton_availability(device)
+    if not ok:
+        pytest.skip(f"the Triton kernels cannot run here: {reason}")
+    return device
+
+
+@pytest.fixture(autouse=True)
+def _path_setting_restored(monkeypatch):
+    monkeypatch.delenv(tucker.CORE_CONTRACTION_PATH_ENV, raising=False)
+    yield
+    set_core_contraction_path(None)
+    core_contraction_choices(clear=True)
+
+
+def _on(device, *tensors):
+    """Leaf copies on ``device`` (gradients flow to them)."""
+    return [t.detach().to(device).requires_grad_(t.requires_grad) for t in tensors]
+
+
+# an independent Philox-4x32-10 (Salmon et al. 2011, as Triton's tl.randint): the masks' reference ---------------
+
+
+def philox_keep(seed: int, num_queries: int, dim: int, drop_levels: int) -> torch.Tensor:
+    """Keep masks ``(B, d, d)``: entry ``(b, i, j)`` has counter ``(b*d + i)*d + j``; kept iff ``word >> 16 >= levels``."""
+    counter = np.arange(num_queries * dim * dim, dtype=np.uint64)
+    mask32 = np.uint64(0xFFFFFFFF)
+    c0, c1 = counter & mask32, counter >> np.uint64(32)
+    c2 = np.zeros_like(c0)
+    c3 = np.zeros_like(c0)
+    k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64((seed >> 32) & 0xFFFFFFFF)
+    round_a, round_b = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+    key_a, key_b = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+    for _ in range(10):
+        product_b, product_a = round_b * c2, round_a * c0  # < 2^64: exact in uint64
+        c0, c1, c2, c3 = (
+            (product_b >> np.uint64(32)) ^ c1 ^ k0,
+            product_b & mask32,
+            (product_a >> np.uint64(32)) ^ c3 ^ k1,
+            product_a & mask32,
+        )
+        k0, k1 = (k0 + key_a) & mask32, (k1 + key_b) & mask32
+    keep = (c0 >> np.uint64(16)) >= np.uint64(drop_levels)
+    return torch.from_numpy(keep.reshape(num_queries, dim, dim))
+
+
+SMALL_BLOCKS = dict(query=2, row=8, col=8)  # tiles that do not divide d = 12: the edge masks are exercised
+
+
+@pytest.mark.parametrize("seed", [0, 5, (1 << 62) + 12345])
+def test_masks_are_philox_bits_whatever_the_tiles(device, seed):
+    B, d = 5, 12
+    expected = philox_keep(seed, B, d, DROP_LEVELS)
+    for blocks in (tucker_triton.TritonBlockSizes(**SMALL_BLOCKS), tucker_triton.TritonBlockSizes(query=4, row=16, col=4)):
+        masks = tucker_triton.triton_core_dropout_masks(seed, B, d, DROP_LEVELS, device=device, blocks=blocks)
+        assert masks.dtype == torch.bool and masks.shape == (B, d, d) and masks.device.type == device.type
+        assert torch.equal(masks.cpu(), expected)
+    # through the public helper, for a sub-range; the first queries' masks do not depend on the batch size
+    again = core_dropout_masks(seed, B, d, P, device=device, path="triton", start=1, count=3)
+    assert torch.equal(again.cpu(), expected[1:4])
+    assert torch.equal(core_dropout_masks(seed, 2, d, P, device=device, path="triton").cpu(), expected[:2])
+    assert not torch.equal(expected[0], expected[1])
+
+
+def test_mask_rate_is_p_eff(device):
+    B, d = 8, 16
+    for p in (0.1, 0.5):
+        masks = core_dropout_masks(2024, B, d, p, device=device, path="triton")
+        _, p_eff, _ = core_dropout_threshold(p)
+        sigma = (p_eff * (1 - p_eff) / masks.numel()) ** 0.5
+        assert abs(masks.double().mean().item() - (1 - p_eff)) < 6 * sigma
+    assert core_dropout_masks(1, 4, 8, 0.0, device=device, path="triton").all()  # 0 levels: everything kept
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("piece", [64, 2])  # one piece per relation (written in place) / split + ordered sum
+def test_kernel_matches_per_query_oracle(device, monkeypatch, dtype, tol, piece):
+    """Values and gradients of x, the relation vectors and the core: the oracle fed with the kernel's masks."""
+    monkeypatch.setattr(tucker_triton, "DEFAULT_BLOCKS", tucker_triton.TritonBlockSizes(**SMALL_BLOCKS, piece=piece))
+    x, rel, W, ids = _on(device, *_problem(dtype, B=8, d=12, d_r=4, R=3))
+    B, d = x.shape
+    uniq, index = torch.unique(ids, return_inverse=True)
+    matrices = torch.mm(rel[uniq], W.view(W.shape[0], -1)).view(-1, d, d)
+    seed = 77
+    z = fused_core_contraction(x, matrices, index, p=P, training=True, seed=seed, path="triton")
+    masks = core_dropout_masks(seed, B, d, P, device=device, path="triton")
+    expected = per_query_core_contraction(x, rel[ids], W, masks, core_dropout_threshold(P)[2])
+    torch.testing.assert_close(z, expected, rtol=tol, atol=tol)
+    for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W)), strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_kernel_with_absent_relations_and_half_precision(device, monkeypatch):
+    """Matrices no query uses get zero gradients; bf16 inputs accumulate in float32 and come back as bf16."""
+    monkeypatch.setattr(tucker_triton, "DEFAULT_BLOCKS", tucker_triton.TritonBlockSizes(**SMALL_BLOCKS, piece=2))
+    g = torch.Generator().manual_seed(3)
+    B, d, U = 7, 10, 5
+    x = torch.randn(B, d, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    matrices = torch.randn(U, d, d, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    index = torch.tensor([3, 0, 3, 3, 0, 4, 3], device=device)  # 1 and 2 absent; relation 3 spans two pieces
+    masks = core_dropout_masks(9, B, d, P, device=device, path="triton")
+    scale = core_dropout_threshold(P)[2]
+    z = fused_core_contraction(x, matrices, index, p=P, seed=9, path="triton")
+    expected = torch.stack([x[b] @ (matrices[index[b]] * masks[b] * scale) for b in range(B)])
+    torch.testing.assert_close(z, expected)
+    ga = _grads(z, (x, matrices))
+    for a, b in zip(ga, _grads(expected, (x, matrices)), strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.count_nonzero(ga[1][1:3]) == 0
+    xb, mb = x.detach().bfloat16().requires_grad_(), matrices.detach().bfloat16().requires_grad_()
+    zb = fused_core_contraction(xb, mb, index, p=P, seed=9, path="triton")
+    assert zb.dtype == torch.bfloat16
+    reference = torch.stack([xb[b].double() @ (mb[index[b]].double() * masks[b] * scale) for b in range(B)])
+    torch.testing.assert_close(zb.double(), reference, rtol=2e-2, atol=2e-2)
+    zb.float().square().sum().backward()
+    assert xb.grad.dtype == torch.bfloat16 and torch.isfinite(mb.grad.float()).all()
+
+
+def test_kernel_saves_no_batch_sized_tensor_and_is_deterministic(device):
+    x, rel, W, ids = _on(device, *_problem(torch.float32, B=8, d=8, d_r=3, R=3))
+    B, d = x.shape
+    uniq, index = torch.unique(ids, return_inverse=True)
+    matrices = torch.mm(rel[uniq], W.view(W.shape[0], -1)).view(-1, d, d)
+    runs = []
+    for _ in range(2):
+        z = fused_core_contraction(x, matrices, index, p=P, seed=4, path="triton")
+        kernel_node = z.grad_fn.next_functions[0][0]  # z = kernel output * scale
+        assert isinstance(kernel_node, tucker_triton._TritonDistinctCoreContraction._backward_cls)
+        saved = kernel_node.saved_tensors
+        assert sum(t.numel() for t in saved) == B * d + matrices.shape[0] * d * d + B
+        assert not any(t.dtype == torch.bool for t in saved)
+        runs.append((z.detach(), *_grads(z, (x, rel, W))))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)  # no atomics: bitwise reproducible
+
+
+def test_without_masks_every_path_is_the_same_gemm(device):
+    x, rel, W, ids = _on(device, *_problem(torch.float64, B=6, d=8))
+    uniq, index = torch.unique(ids, return_inverse=True)
+    matrices = torch.mm(rel[uniq], W.view(W.shape[0], -1)).view(-1, 8, 8)
+    for training, p in ((False, P), (True, 0.0)):
+        a = fused_core_contraction(x, matrices, index, p=p, training=training, path="triton")
+        b = fused_core_contraction(x, matrices, index, p=p, training=training, path="torch")
+        assert torch.equal(a, b)
+    assert torch.all(fused_core_contraction(x, matrices, index, p=1.0, seed=1, path="triton") == 0)
+
+
+@pytest.mark.parametrize("use_ids", [True, False])
+def test_head_on_the_triton_path_matches_composed_oracle(device, use_ids):
+    """``TuckerHead(contraction_path="triton")``: BN0 -> contraction -> BN1 against the oracle, masks by path."""
+    torch.manual_seed(3)
+    B, d, d_r, R = 8, 12, 5, 3
+    head = TuckerHead(d, d_r, input_dropout=0.0, hidden_dropout=0.0, contraction_path="triton")
+    head = head.double().to(device).train()
+    ref = copy.deepcopy(head)
+    e = torch.randn(B, d, dtype=torch.float64, device=device, requires_grad=True)
+    rel = torch.randn(R, d_r, dtype=torch.float64, device=device, requires_grad=True)
+    ids = torch.randint(0, R, (B,), device=device)
+    if use_ids:
+        z, r_per_query = head(e, ids, rel), rel[ids]
+    else:  # per-query relation vectors: no Triton kernel, the PyTorch per-query path and its masks
+        r_per_query = rel[ids] + 0.01 * torch.randn(B, d_r, dtype=torch.float64, device=device)
+        z = head(e, r=r_per_query)
+    assert head.last_core_path == ("triton" if use_ids else "torch")
+    masks = core_dropout_masks(
+        head.last_core_seed, B, d, P, device=device, chunk_size=head.chunk_size(device), path=head.last_core_path
+    )
+    expected = ref.bn1(per_query_core_contraction(ref.bn0(e), r_per_query, ref.core, masks, core_dropout_threshold(P)[2]))
+    torch.testing.assert_close(z, expected)
+    for a, b in zip(_grads(z, (e, rel, head.core)), _grads(expected, (e, rel, ref.core)), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_model_on_the_triton_path_equals_per_query_with_the_same_masks(device, tiny, monkeypatch):
+    """Whole MoMoK, core dropout on: the per-query model (``fused=False``) fed with the masks each head drew."""
+    set_core_contraction_path("triton")
+    fused, per_query = _pair(tiny.training, **dict(NO_RANDOMNESS, core_dropout=P, mi_weight=0.0))
+    fused, per_query = fused.to(device), per_query.to(device)
+    heads = [*fused.interaction.heads, fused.interaction.joint_head]
+    pairs, labels = _batch(tiny.training)
+    pairs, labels = pairs[:8].to(device), labels[:8].to(device)
+    fused.train()
+    per_query.train()
+    heads_a, loss_a = _loss(fused, pairs, labels)
+    loss_a.backward()
+    # the base-modality heads take the kernel; the joint head's relation vectors are per query: PyTorch
+    assert [head.last_core_path for head in heads] == ["triton"] * len(fused.interaction.heads) + ["torch"]
+    scale = core_dropout_threshold(P)[2]
+    queue = [
+        core_dropout_masks(
+            h.last_core_seed, len(pairs), h.entity_dim, P, device=device, chunk_size=h.chunk_size(device),
+            path=h.last_core_path,
+        )
+        for h in heads
+    ]  # fmt: skip
+
+    def dropout(m, p, training):  # replaces F.dropout of the per-query path, head by head in call order
+        assert training and p == P
+        keep = queue.pop(0)
+        assert keep.shape == m.shape
+        return m * keep * scale
+
+    monkeypatch.setattr(tucker, "F", types.SimpleNamespace(dropout=dropout))
+    heads_b, loss_b = _loss(per_query, pairs, labels)
+    loss_b.backward()
+    assert not queue
+    torch.testing.assert_close(heads_a, heads_b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=1e-12)
+    _assert_same_gradients(fused, per_query, rtol=1e-9, atol=1e-12)
+
+
+# path setting --------------------------------------------------------------------------------------------------
+
+
+def test_path_setting_order_and_validation(monkeypatch):
+    assert get_core_contraction_path() == "auto"
+    monkeypatch.setenv(tucker.CORE_CONTRACTION_PATH_ENV, "torch")
+    assert get_core_contraction_path() == "torch"
+    set_core_contraction_path("triton")
+    assert get_core_contraction_path() == "triton"  # the function's setting wins over the environment
+    set_core_contraction_path(None)
+    monkeypatch.setenv(tucker.CORE_CONTRACTION_PATH_ENV, "cuda-fast")
+    with pytest.raises(ValueError, match="PYKEEN_MOMOK_TUCKER_PATH.*'cuda-fast'.*expected one of"):
+        get_core_contraction_path()
+    with pytest.raises(ValueError, match="set_core_contraction_path.*'fast'"):
+        set_core_contraction_path("fast")
+    with pytest.raises(ValueError, match="TuckerHead"):
+        TuckerHead(4, 3, contraction_path="triton-ish")
+    with pytest.raises(ValueError, match="fused_core_contraction"):
+        fused_core_contraction(torch.randn(2, 3), torch.randn(1, 3, 3), torch.zeros(2, dtype=torch.long), path="gpu")
+    with pytest.raises(ValueError, match="path must be 'torch' or 'triton'"):
+        core_dropout_masks(1, 2, 3, 0.4, path="auto")
+
+
+def test_auto_takes_torch_on_cpu_without_timing():
+    """Even where the interpreter could run the kernels, "auto" never takes them on CPU (and times nothing)."""
+    x, rel, W, ids = _problem(torch.float64, B=6, d=8)
+    head = TuckerHead(8, W.shape[0]).double().train()
+    assert head.contraction_path is None and get_core_contraction_path() == "auto"
+    head(x, ids, rel)
+    assert head.last_core_path == "torch"
+    assert core_contraction_choices() == {}
+
+
+def test_triton_path_without_interpreter_on_cpu_says_why(monkeypatch):
+    monkeypatch.setattr(tucker_triton, "INTERPRETED", False)
+    ok, reason = tucker_triton.triton_availability("cpu")
+    assert not ok and "TRITON_INTERPRET=1" in reason
+    x, rel, W, ids = _problem(torch.float64, B=4, d=8)
+    head = TuckerHead(8, W.shape[0], contraction_path="triton").double().train()
+    with pytest.raises(RuntimeError, match="cannot run on cpu.*TRITON_INTERPRET=1"):
+        head(x, ids, rel)
+    head.eval()  # without masks no kernel is needed
+    assert head(x, ids, rel).shape == (4, 8)
+
+
+def test_kernel_argument_checks(device):
+    x, m = torch.randn(4, 8, device=device), torch.randn(2, 8, 8, device=device)
+    index = torch.tensor([0, 1, 1, 0], device=device)
+    with pytest.raises(ValueError, match=r"expected x \(B, d\) and matrices \(U, d, d\)"):
+        tucker_triton.triton_core_contraction(x, torch.randn(2, 8, 7, device=device), index, 1, DROP_LEVELS)
+    with pytest.raises(ValueError, match="integer index of shape"):
+        tucker_triton.triton_core_contraction(x, m, index.float(), 1, DROP_LEVELS)
+    with pytest.raises(TypeError, match="must share one of"):
+        tucker_triton.triton_core_contraction(x, m.double(), index, 1, DROP_LEVELS)
+    with pytest.raises(ValueError, match="drop_levels"):
+        tucker_triton.triton_core_contraction(x, m, index, 1, 1 << 16)
+    with pytest.raises(ValueError, match="seed"):
+        tucker_triton.triton_core_contraction(x, m, index, -1, DROP_LEVELS)
+    with pytest.raises(ValueError, match="power of two"):
+        tucker_triton.TritonBlockSizes(row=24)
+
+
+# CUDA: the compiled kernels at a larger shape, default tiles, and the "auto" timing --------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the kernels compile for CUDA only)")
+def test_cuda_kernels_match_oracle_and_auto_times_both_paths():
+    device = torch.device("cuda")
+    ok, reason = tucker_triton.triton_availability(device)
+    assert ok, reason
+    assert not tucker_triton.INTERPRETED, "TRITON_INTERPRET=1 is set: this test is for the compiled kernels"
+    x, rel, W, ids = _on(device, *_problem(torch.float32, B=70, d=40, d_r=8, R=5))
+    uniq, index = torch.unique(ids, return_inverse=True)
+    matrices = torch.mm(rel[uniq], W.view(W.shape[0], -1)).view(-1, 40, 40)
+    seed = (1 << 40) + 3
+    masks = core_dropout_masks(seed, 70, 40, P, device=device, path="triton")
+    assert torch.equal(masks.cpu(), philox_keep(seed, 70, 40, DROP_LEVELS))
+    scale = core_dropout_threshold(P)[2]
+    expected = per_query_core_contraction(x, rel[ids], W, masks, scale)
+    for piece in (64, 7):
+        blocks = tucker_triton.TritonBlockSizes(piece=piece)
+        z = tucker_triton.triton_core_contraction(x, matrices, index, seed, DROP_LEVELS, blocks) * scale
+        torch.testing.assert_close(z, expected, rtol=1e-4, atol=1e-4)
+        for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W)), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    head = TuckerHead(40, 8).to(device).train()  # "auto": times both paths once for this shape
+    head(torch.randn(70, 40, device=device), ids, rel.detach())
+    choice, times = core_contraction_choices()[(str(device), "float32", 70, 40)]
+    assert choice == head.last_core_path and set(times) == {"torch", "triton"}
