@@ -33,7 +33,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pykeen_momok.losses", "pykeen_momok.training"),  # what the model is trained on: MoMoKLoss, the CLUB term
     ("pykeen_momok.model",),  # MoMoK(ERModel)
     ("pykeen_momok.registration",),  # talks to PyKEEN's resolvers; imports what it registers
-    ("pykeen_momok", "pykeen_momok.cli", "pykeen_momok.predict", "pykeen_momok.recipes"),  # entry points
+    # entry points (lightning: multi-GPU training, next to cli and predict, whose helpers it uses)
+    ("pykeen_momok", "pykeen_momok.cli", "pykeen_momok.lightning", "pykeen_momok.predict", "pykeen_momok.recipes"),
 )
 
 
