@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import math
 import pathlib
 import time
@@ -256,7 +254,8 @@ def markdown_table(meta: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
         f"{meta['dataset']}, budget {meta['budget_minutes'] or '-'} min / {meta['budget_epochs'] or '-'} epochs, "
         f"{meta['device']} ({meta['machine'].get('cpu', '')}, {meta['machine'].get('torch_threads')} threads)",
         "",
-        "| setup | epochs | train min | best epoch (min) | MRR | H@1 | H@3 | H@10 | paper protocol MRR / H@1 / H@3 / H@10 |",
+        "| setup | epochs | train min | best epoch (min) | MRR | H@1 | H@3 | H@10 "
+        "| paper protocol MRR / H@1 / H@3 / H@10 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:

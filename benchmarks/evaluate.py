@@ -59,7 +59,10 @@ def main() -> None:
     model = common.build_momok(training, device, seed=args.seed)
     model.eval()
     filters = [training.mapped_triples, validation.mapped_triples]
-    print(f"test set: {testing.num_triples} triples x 2 sides, filtered against {sum(len(f) for f in filters)} more", flush=True)
+    print(
+        f"test set: {testing.num_triples} triples x 2 sides, filtered against {sum(len(f) for f in filters)} more",
+        flush=True,
+    )
 
     cached_candidates = model._candidates
 
@@ -124,7 +127,9 @@ def main() -> None:
             f"{setting:>10}: {median:6.2f} s (min {row['seconds_min']:.2f}, max {row['seconds_max']:.2f}); "
             f"goal < {GOAL_SECONDS:.0f} s {'met' if row['met'] else 'NOT met'}"
         )
-    print(f"(untrained weights: MRR {rows[-1]['inverse_harmonic_mean_rank']:.4f}, Hits@10 {rows[-1]['hits_at_10']:.4f})")
+    print(
+        f"(untrained weights: MRR {rows[-1]['inverse_harmonic_mean_rank']:.4f}, Hits@10 {rows[-1]['hits_at_10']:.4f})"
+    )
     out = dict(
         benchmark="evaluate",
         args=vars(args),

@@ -71,21 +71,26 @@ def main() -> None:
         if "adapters" not in options:
             options["adapters"] = common.ADAPTERS
         model = common.build_momok(training, torch.device("cpu"), **options)
-        triples = training.mapped_triples[torch.randint(len(training.mapped_triples), (args.batch_size,), generator=generator)]
+        triples = training.mapped_triples[
+            torch.randint(len(training.mapped_triples), (args.batch_size,), generator=generator)
+        ]
         hr = triples[:, :2]
         cases = {
-            "score_t": (lambda: model.score_t(hr), lambda: ERModel.score_t(model, hr)),
-            "score_hrt": (lambda: model.score_hrt(triples), lambda: ERModel.score_hrt(model, triples)),
+            "score_t": (lambda m=model, x=hr: m.score_t(x), lambda m=model, x=hr: ERModel.score_t(m, x)),
+            "score_hrt": (
+                lambda m=model, x=triples: m.score_hrt(x),
+                lambda m=model, x=triples: ERModel.score_hrt(m, x),
+            ),
         }
         for mode in ("training", "evaluation"):
             model.train(mode == "training")
             for method, (fast, generic) in cases.items():
                 if mode == "training":
 
-                    def step(score):
-                        model.zero_grad(set_to_none=True)
+                    def step(score, m=model):
+                        m.zero_grad(set_to_none=True)
                         score().mean().backward()
-                        model.mutual_information.collect()  # the penalty of the pass, as a loop would take it
+                        m.mutual_information.collect()  # the penalty of the pass, as a loop would take it
 
                     seconds = [_time(lambda score=score: step(score), args.repeats) for score in (fast, generic)]
                 else:

@@ -24,9 +24,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
+from train_epoch import build, parse_config  # noqa: E402
 
 import _common as common  # noqa: E402
-from train_epoch import build, parse_config  # noqa: E402
 
 
 def label_regions(model) -> None:
@@ -73,7 +73,7 @@ def main() -> None:
     trainer.step(trainer.batch(batch_size))  # warm-up (and Adam state)
     if kind != "tucker":
         label_regions(model)
-    for name, method in (("optimizer", "step"),):
+    for method in ("step",):
         original = getattr(trainer.optimizer, method)
 
         def stepped(*a, _original=original, **k):
@@ -107,7 +107,8 @@ def main() -> None:
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     lines = [
         f"{args.config} on {device} ({args.dtype}), {torch.get_num_threads()} threads, load {os.getloadavg()}",
-        f"step {wall:.2f} s (forward {times.forward:.2f}, backward {times.backward:.2f}, optimizer {times.optimizer:.2f}, "
+        f"step {wall:.2f} s (forward {times.forward:.2f}, backward {times.backward:.2f}, "
+        f"optimizer {times.optimizer:.2f}, "
         f"estimator {times.estimator:.2f}); profiled step, so slower than unprofiled",
         "",
         "top operators by self time:",

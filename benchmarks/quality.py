@@ -26,7 +26,6 @@ import math
 import os
 import pathlib
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -151,9 +150,16 @@ def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="MKG-Y", choices=sorted(DATASETS))
     parser.add_argument("--dataset-dir", type=pathlib.Path, help="offline folder (default: ../shared/data/<name>)")
     parser.add_argument(
-        "--dataset-kwargs", type=json.loads, default={}, help='JSON keyword arguments of the dataset, e.g. \'{"validation": "disjoint"}\''
+        "--dataset-kwargs",
+        type=json.loads,
+        default={},
+        help='JSON keyword arguments of the dataset, e.g. \'{"validation": "disjoint"}\'',
     )
-    parser.add_argument("--setups", nargs="+", default=["momok-fast", "momok-paper", "tucker", "tucker-fast", "complex-ce", "complex-ce-n3"])
+    parser.add_argument(
+        "--setups",
+        nargs="+",
+        default=["momok-fast", "momok-paper", "tucker", "tucker-fast", "complex-ce", "complex-ce-n3"],
+    )
     parser.add_argument("--minutes", type=float, help="training budget per setup (wall-clock, evaluation excluded)")
     parser.add_argument("--epochs", type=int, help="epoch budget per setup (default: the setup's own)")
     parser.add_argument("--eval-every", type=float, default=2.0, help="minutes of training between evaluations")

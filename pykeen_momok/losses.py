@@ -213,7 +213,11 @@ class MoMoKLoss(BCEWithLogitsLoss):
     def _softmax_heads(
         self, head_scores: torch.Tensor, labels: torch.Tensor, epsilon: float, weights: torch.Tensor | None
     ) -> torch.Tensor:
-        """Sum over heads of the 1-vs-all softmax cross-entropy; ``head_scores``: ``(H, B, E)``, ``labels``: ``(B, E)``."""
+        """Sum over heads of the 1-vs-all softmax cross-entropy.
+
+        :param head_scores: shape ``(H, B, E)``
+        :param labels: shape ``(B, E)``
+        """
         if labels.ndimension() != 2:
             raise ValueError(
                 "MoMoKLoss(head_loss='softmax') needs 1-N scores of shape (batch, num_entities): train with "

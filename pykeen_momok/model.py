@@ -282,7 +282,7 @@ class MoMoK(ERModel):
             )
         pooling = dict((getattr(triples_factory, "metadata", None) or {}).get("pooling") or {})
         # one name for every modality used (a config need not know which modalities a dataset has)
-        adapters = {name: adapters for name in names} if isinstance(adapters, str) else dict(adapters or {})
+        adapters = dict.fromkeys(names, adapters) if isinstance(adapters, str) else dict(adapters or {})
         extra = sorted(set(adapters) - set(names))
         if extra:
             raise ValueError(f"adapters given for modalities that are not used: {extra} (used: {names})")
@@ -425,7 +425,8 @@ class MoMoK(ERModel):
             self._warned_generic = True
             warnings.warn(
                 "MoMoK is being trained through PyKEEN's generic scoring path (ERModel.score_h / score_r / "
-                "forward, e.g. LCWATrainingLoop(target='head')): its queries carry no entity ids, so the mutual-information term "
+                "forward, e.g. LCWATrainingLoop(target='head')): its queries carry no entity ids, so the "
+                "mutual-information term "
                 "(mi_weight) is left out of these steps. The paper trains tails only, heads through inverse "
                 "relations (target='tail', the default).",
                 stacklevel=2,

@@ -5,7 +5,8 @@ A *recipe* is a set of :func:`pykeen.pipeline.pipeline` keyword arguments (witho
 - ``"paper"``: the reference code's settings (per-head BCE with label smoothing, d = 256 — 300 on MKG-Y, 200
   on MKG-W —, Adam 5e-4, batch 1024, 2000 epochs, early stopping on validation MRR every 100 epochs);
 - ``"fast"``: the same model with the settings the ``configs/*_fast.json`` files use (per-head softmax
-  cross-entropy, d = 64, identity-started experts, fixed feature tables, linear adapters, no core dropout, Adam 1e-2, batch 512,
+  cross-entropy, d = 64, identity-started experts, fixed feature tables, linear adapters, no core dropout, Adam 1e-2,
+  batch 512,
   100 epochs, early stopping every 5 epochs).
 
 They are the settings of the ``configs/momok_<dataset>.json`` and ``configs/momok_<dataset>_fast.json`` files,
@@ -101,9 +102,9 @@ _DATASET_OVERRIDES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
 
 #: pipeline() arguments a configuration may not set here: the dataset comes from --dataset / --directory
 _UNSUPPORTED = {
-    "training": "give the dataset by name (\"dataset\") or its folder with --directory",
-    "testing": "give the dataset by name (\"dataset\") or its folder with --directory",
-    "validation": "give the dataset by name (\"dataset\") or its folder with --directory",
+    "training": 'give the dataset by name ("dataset") or its folder with --directory',
+    "testing": 'give the dataset by name ("dataset") or its folder with --directory',
+    "validation": 'give the dataset by name ("dataset") or its folder with --directory',
 }
 _TOP_LEVEL = ("metadata", "pipeline")
 
@@ -182,7 +183,7 @@ def load_experiment_config(path: str | pathlib.Path) -> dict[str, Any]:
         ) from None
     if not isinstance(config, dict):
         raise ConfigError(
-            f"{str(path)!r}: expected a JSON object with a \"pipeline\" object, got {type(config).__name__}"
+            f'{str(path)!r}: expected a JSON object with a "pipeline" object, got {type(config).__name__}'
         )
     extra = sorted(set(config) - set(_TOP_LEVEL))
     if extra:
@@ -190,26 +191,26 @@ def load_experiment_config(path: str | pathlib.Path) -> dict[str, Any]:
     pipeline_kwargs = config.get("pipeline")
     if not isinstance(pipeline_kwargs, dict):
         raise ConfigError(
-            f"{str(path)!r}: expected a \"pipeline\" object (the keyword arguments of pykeen.pipeline.pipeline), "
+            f'{str(path)!r}: expected a "pipeline" object (the keyword arguments of pykeen.pipeline.pipeline), '
             + ("found none" if pipeline_kwargs is None else f"got {type(pipeline_kwargs).__name__}")
         )
     known = pipeline_parameters()
     extra = sorted(set(pipeline_kwargs) - set(known))
     if extra:
-        raise _unknown("pipeline key", extra, known, f"{str(path)!r}, \"pipeline\"")
+        raise _unknown("pipeline key", extra, known, f'{str(path)!r}, "pipeline"')
     for key, why in _UNSUPPORTED.items():
         if key in pipeline_kwargs:
-            raise ConfigError(f"{str(path)!r}, \"pipeline\": {key!r} (a triples file) is not supported here: {why}")
+            raise ConfigError(f'{str(path)!r}, "pipeline": {key!r} (a triples file) is not supported here: {why}')
     dataset = pipeline_kwargs.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
-        raise ConfigError(f"{str(path)!r}, \"pipeline\": \"dataset\" must be a dataset name, got {dataset!r}")
+        raise ConfigError(f'{str(path)!r}, "pipeline": "dataset" must be a dataset name, got {dataset!r}')
     model = pipeline_kwargs.get("model", "MoMoK")
     if not isinstance(model, str) or model.lower() != "momok":
         raise ConfigError(
-            f"{str(path)!r}, \"pipeline\": \"model\" is {model!r}; this command trains MoMoK only (run other models "
+            f'{str(path)!r}, "pipeline": "model" is {model!r}; this command trains MoMoK only (run other models '
             f"with `pykeen experiments run`)"
         )
     for key, value in pipeline_kwargs.items():
         if key.endswith("_kwargs") and value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{str(path)!r}, \"pipeline\": {key!r} must be an object, got {value!r}")
+            raise ConfigError(f'{str(path)!r}, "pipeline": {key!r} must be an object, got {value!r}')
     return pipeline_kwargs

@@ -200,7 +200,9 @@ class _CallsBackOnSubmodules(types.ModuleType):
             try:
                 done = install_what_is_ready()
             except Exception as error:  # an import of PyKEEN must not fail because of this plugin
-                warnings.warn(f"pykeen_momok could not register itself with PyKEEN: {error!r}", RuntimeWarning)
+                warnings.warn(
+                    f"pykeen_momok could not register itself with PyKEEN: {error!r}", RuntimeWarning, stacklevel=2
+                )
                 done = True
             if done:
                 _stop_waiting()

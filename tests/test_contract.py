@@ -21,14 +21,14 @@ from pykeen_momok.datasets.synthetic import SyntheticMMKG
 from pykeen_momok.nn.interaction import MoMoKInteraction
 
 #: every dropout off and no gating noise: training-mode scores are then a deterministic function of the batch
-DETERMINISTIC = dict(
-    input_dropout=0.0, core_dropout=0.0, hidden_dropout=0.0, fusion_dropout=0.0, gating_noise=False
-)
+DETERMINISTIC = dict(input_dropout=0.0, core_dropout=0.0, hidden_dropout=0.0, fusion_dropout=0.0, gating_noise=False)
 
 
 @pytest.fixture(scope="module")
 def dataset() -> SyntheticMMKG:
-    return SyntheticMMKG(num_colours=6, num_shapes=7, num_relations=3, triples_per_entity=3, image_dim=12, text_dim=10, seed=5)
+    return SyntheticMMKG(
+        num_colours=6, num_shapes=7, num_relations=3, triples_per_entity=3, image_dim=12, text_dim=10, seed=5
+    )
 
 
 class ModelContract:
@@ -183,7 +183,9 @@ class InteractionContract:
         h_rows, r_rows, t_rows = rows(h), rows(r), rows(t)
         one_by_one = torch.stack(
             [
-                interaction([x[i : i + 1] for x in h_rows], [x[i : i + 1] for x in r_rows], [x[i : i + 1] for x in t_rows])[0]
+                interaction(
+                    [x[i : i + 1] for x in h_rows], [x[i : i + 1] for x in r_rows], [x[i : i + 1] for x in t_rows]
+                )[0]
                 for i in range(h_rows[0].shape[0])
             ]
         )
@@ -197,7 +199,12 @@ class InteractionContract:
         t = self._representations(interaction, (6,), relation=False)
         repeated = [x.repeat(3, 1) for x in r]
         scores = interaction(h, repeated, t)
-        distinct = torch.stack([interaction([x[i : i + 1] for x in h], [x[i : i + 1] for x in repeated], [x[i : i + 1] for x in t])[0] for i in range(6)])
+        distinct = torch.stack(
+            [
+                interaction([x[i : i + 1] for x in h], [x[i : i + 1] for x in repeated], [x[i : i + 1] for x in t])[0]
+                for i in range(6)
+            ]
+        )
         torch.testing.assert_close(scores, distinct)
 
 
@@ -210,9 +217,19 @@ def test_lcwa_targets_through_the_generic_paths(dataset, target):
     """LCWA on heads / relations runs PyKEEN's generic score_h / score_r, with the per-head loss."""
     from pykeen.training import LCWATrainingLoop
 
-    model = MoMoK(triples_factory=dataset.training, loss=MoMoKLoss(), random_seed=0, embedding_dim=12, relation_dim=6, num_experts=2)
+    model = MoMoK(
+        triples_factory=dataset.training,
+        loss=MoMoKLoss(),
+        random_seed=0,
+        embedding_dim=12,
+        relation_dim=6,
+        num_experts=2,
+    )
     loop = LCWATrainingLoop(
-        model=model, triples_factory=dataset.training, optimizer=torch.optim.Adam(model.get_grad_params(), lr=1e-2), target=target
+        model=model,
+        triples_factory=dataset.training,
+        optimizer=torch.optim.Adam(model.get_grad_params(), lr=1e-2),
+        target=target,
     )
     with pytest.warns(UserWarning, match="mutual-information term"):
         losses = loop.train(triples_factory=dataset.training, num_epochs=3, batch_size=64, use_tqdm=False)

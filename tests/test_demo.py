@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_rank_metrics_consistent
 
 from pykeen_momok.cli import main, run_demo
+
+from conftest import assert_rank_metrics_consistent
 
 
 def test_demo_momok_beats_tucker_on_cold_entities():

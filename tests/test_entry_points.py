@@ -8,8 +8,9 @@ import pathlib
 import subprocess
 import sys
 
-from conftest import assert_rank_metrics_consistent
 from pykeen.hpo import hpo_pipeline
+
+from conftest import assert_rank_metrics_consistent
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 TINY = dict(num_colours=10, num_shapes=10, num_relations=3, triples_per_entity=3, image_dim=8, text_dim=8)

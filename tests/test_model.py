@@ -22,7 +22,9 @@ SMALL = dict(embedding_dim=16, relation_dim=8, num_experts=2)
 
 @pytest.fixture(scope="module")
 def tiny() -> SyntheticMMKG:
-    return SyntheticMMKG(num_colours=10, num_shapes=12, num_relations=3, triples_per_entity=3, image_dim=12, text_dim=10, seed=3)
+    return SyntheticMMKG(
+        num_colours=10, num_shapes=12, num_relations=3, triples_per_entity=3, image_dim=12, text_dim=10, seed=3
+    )
 
 
 def _model(factory, **kwargs) -> MoMoK:
@@ -102,9 +104,7 @@ def test_loss_is_sum_of_per_head_bce(tiny):
     labels = torch.zeros(2, 50)
     labels[0, 1] = labels[1, 4] = 1
     smoothed = 0.9 * labels + 1 / 50
-    expected = sum(
-        torch.nn.functional.binary_cross_entropy(torch.sigmoid(heads[i]), smoothed) for i in range(3)
-    )
+    expected = sum(torch.nn.functional.binary_cross_entropy(torch.sigmoid(heads[i]), smoothed) for i in range(3))
     assert torch.allclose(loss.process_lcwa_scores(scores, labels, num_entities=50), expected, atol=1e-6)
     with pytest.raises(TypeError, match="per-head logits"):
         loss.process_lcwa_scores(scores, labels)  # taken already
@@ -147,7 +147,7 @@ def test_softmax_head_loss_needs_one_to_n_scores(tiny):
 def test_estimator_and_model_optimisers_are_isolated(tiny):
     model = _model(tiny.training, mi_weight=1.0).train()
     estimator = {n: p.detach().clone() for n, p in model.mutual_information.named_parameters()}
-    main = [p for p in model.get_grad_params()]
+    main = list(model.get_grad_params())
     assert not {id(p) for p in main} & {id(p) for p in model.mutual_information.parameters()}
     optimizer = torch.optim.Adam(main, lr=0.1)
     batch = tiny.training.mapped_triples[:32]
@@ -210,14 +210,25 @@ def test_checkpoint_resume_gives_same_state(tiny, tmp_path):
 def test_slcwa_and_default_loss_warn_but_train(tiny):
     with pytest.warns(UserWarning, match="training_loop='lcwa'"):
         result = pipeline(
-            dataset=tiny, model="MoMoK", model_kwargs=dict(SMALL), epochs=1, random_seed=1,
-            training_kwargs=dict(batch_size=64), evaluation_kwargs=dict(batch_size=64),
+            dataset=tiny,
+            model="MoMoK",
+            model_kwargs=dict(SMALL),
+            epochs=1,
+            random_seed=1,
+            training_kwargs=dict(batch_size=64),
+            evaluation_kwargs=dict(batch_size=64),
         )
     assert np.isfinite(result.losses).all()
     with pytest.warns(UserWarning, match="sLCWA"):
         result = pipeline(
-            dataset=tiny, model="MoMoK", loss="MoMoKLoss", model_kwargs=dict(SMALL), epochs=1, random_seed=1,
-            training_kwargs=dict(batch_size=64), evaluation_kwargs=dict(batch_size=64),
+            dataset=tiny,
+            model="MoMoK",
+            loss="MoMoKLoss",
+            model_kwargs=dict(SMALL),
+            epochs=1,
+            random_seed=1,
+            training_kwargs=dict(batch_size=64),
+            evaluation_kwargs=dict(batch_size=64),
         )
     assert np.isfinite(result.losses).all()
 
@@ -302,7 +313,9 @@ def test_pipeline_trains_on_the_features(tiny):
         random_seed=1,
     )
     image = _table(result.model.entity_representations[1]).detach()
-    assert torch.allclose(image, torch.nn.functional.normalize(tiny.training.modalities["image"].features, dim=-1), atol=1e-6)
+    assert torch.allclose(
+        image, torch.nn.functional.normalize(tiny.training.modalities["image"].features, dim=-1), atol=1e-6
+    )
 
 
 def test_frozen_feature_tables(tiny):

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from pykeen_momok import MoMoK, MoMoKLoss
-from pykeen_momok.triples import ModalityFeatures, MultiModalTriplesFactory
 from pykeen_momok.nn import tucker
 from pykeen_momok.nn.tucker import (
     core_dropout_masks,
@@ -30,6 +29,7 @@ from pykeen_momok.nn.tucker import (
     fused_core_contraction,
     fused_core_contraction_per_query,
 )
+from pykeen_momok.triples import ModalityFeatures, MultiModalTriplesFactory
 
 SMALL = dict(embedding_dim=10, relation_dim=6, num_experts=3)
 NO_RANDOMNESS = dict(
@@ -109,7 +109,10 @@ def _batch(factory):
     pairs = torch.cat([pairs, torch.stack([factory.mapped_triples[:, 2], pairs[:, 1] + factory.real_num_relations], 1)])
     pairs = torch.unique(pairs, dim=0)[:40]
     labels = torch.zeros(len(pairs), factory.num_entities, dtype=torch.float64)
-    labels[torch.arange(len(pairs)), torch.randint(0, factory.num_entities, (len(pairs),), generator=torch.Generator().manual_seed(0))] = 1.0
+    labels[
+        torch.arange(len(pairs)),
+        torch.randint(0, factory.num_entities, (len(pairs),), generator=torch.Generator().manual_seed(0)),
+    ] = 1.0
     return pairs, labels
 
 
@@ -192,7 +195,9 @@ def test_train_with_core_dropout_equals_per_query_with_the_same_masks(tiny, monk
     queue = []
     for head in heads:
         assert head.last_core_seed is not None
-        keep = core_dropout_masks(head.last_core_seed, len(pairs), head.entity_dim, 0.4, chunk_size=head.chunk_size("cpu"))
+        keep = core_dropout_masks(
+            head.last_core_seed, len(pairs), head.entity_dim, 0.4, chunk_size=head.chunk_size("cpu")
+        )
         assert 0.5 < keep.double().mean().item() < 0.7
         queue.append(keep)
 
@@ -213,8 +218,12 @@ def test_train_with_core_dropout_equals_per_query_with_the_same_masks(tiny, monk
 
 def test_candidate_recomputation_replays_randomness(tiny):
     """All randomness on: recomputing the candidates in backward changes neither values nor gradients."""
-    a = MoMoK(triples_factory=tiny.training, loss=MoMoKLoss(), random_seed=0, fusion_dropout=0.3, expert_dropout=0.2, **SMALL)
-    b = MoMoK(triples_factory=tiny.training, loss=MoMoKLoss(), random_seed=1, fusion_dropout=0.3, expert_dropout=0.2, **SMALL)
+    a = MoMoK(
+        triples_factory=tiny.training, loss=MoMoKLoss(), random_seed=0, fusion_dropout=0.3, expert_dropout=0.2, **SMALL
+    )
+    b = MoMoK(
+        triples_factory=tiny.training, loss=MoMoKLoss(), random_seed=1, fusion_dropout=0.3, expert_dropout=0.2, **SMALL
+    )
     b.load_state_dict(a.state_dict())
     a.recompute_candidates, b.recompute_candidates = True, False
     pairs, labels = _batch(tiny.training)

@@ -126,7 +126,10 @@ def test_linear_adapter():
     expected = torch.stack(
         [
             torch.stack(
-                [sum(adapter.linear.weight[o, j] * features[a, j] for j in range(6)) + adapter.linear.bias[o] for o in range(4)]
+                [
+                    sum(adapter.linear.weight[o, j] * features[a, j] for j in range(6)) + adapter.linear.bias[o]
+                    for o in range(4)
+                ]
             )
             for a in range(5)
         ]

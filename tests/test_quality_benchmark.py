@@ -18,7 +18,9 @@ TINY = dict(num_colours=6, num_shapes=6, num_relations=3, triples_per_entity=3, 
 
 def test_setup_overrides_and_unknown_names():
     known = {"base": dict(model="MoMoK", model_kwargs=dict(embedding_dim=8), loss_kwargs=dict(head_loss="softmax"))}
-    setup = quality.parse_setup('base@model_kwargs.embedding_dim=16,loss_kwargs.head_loss="bce",optimizer=adagrad', known)
+    setup = quality.parse_setup(
+        'base@model_kwargs.embedding_dim=16,loss_kwargs.head_loss="bce",optimizer=adagrad', known
+    )
     assert setup["model_kwargs"]["embedding_dim"] == 16 and setup["loss_kwargs"]["head_loss"] == "bce"
     assert setup["optimizer"] == "adagrad"
     assert known["base"]["model_kwargs"]["embedding_dim"] == 8  # the known setup is not changed
@@ -32,7 +34,9 @@ def test_setup_overrides_and_unknown_names():
 def test_every_benchmark_has_paper_fast_and_baseline_setups():
     for name in ("DB15K", "MKG-W", "MKG-Y", "FB15K-237-IMG", "KVC16K"):
         setups = {**quality.momok_setups(name), **quality.baseline_setups(name)}
-        assert {"momok-paper", "momok-fast", "tucker", "tucker-fast", "complex-ce", "complex-ce-n3"} <= set(setups), name
+        assert {"momok-paper", "momok-fast", "tucker", "tucker-fast", "complex-ce", "complex-ce-n3"} <= set(setups), (
+            name
+        )
         assert setups["momok-paper"]["loss_kwargs"]["head_loss"] == "bce"
         assert setups["momok-fast"]["loss_kwargs"]["head_loss"] == "softmax"
         assert setups["momok-paper"]["dataset"] == setups["momok-fast"]["dataset"] == name
@@ -43,10 +47,21 @@ def test_quality_run_on_synthetic_data(tmp_path, monkeypatch):
     out = tmp_path / "q"
     status = quality.main(
         [
-            "--dataset", "SyntheticMMKG", "--dataset-kwargs", json.dumps(TINY),
-            "--setups", f"{quality.CONFIGS / 'momok_synthetic.json'}@model_kwargs.embedding_dim=8,model_kwargs.relation_dim=8",
+            "--dataset",
+            "SyntheticMMKG",
+            "--dataset-kwargs",
+            json.dumps(TINY),
+            "--setups",
+            f"{quality.CONFIGS / 'momok_synthetic.json'}@model_kwargs.embedding_dim=8,model_kwargs.relation_dim=8",
             "tucker@model_kwargs.embedding_dim=8,model_kwargs.relation_dim=8",
-            "--epochs", "3", "--eval-every-epochs", "1", "--eval-batch-size", "64", "--out", str(out),
+            "--epochs",
+            "3",
+            "--eval-every-epochs",
+            "1",
+            "--eval-batch-size",
+            "64",
+            "--out",
+            str(out),
         ]
     )
     assert status == 0
@@ -65,7 +80,12 @@ def test_quality_run_on_synthetic_data(tmp_path, monkeypatch):
     table = out.with_suffix(".md").read_text()
     assert table.count("momok_synthetic.json@") == 1 and table.count("| tucker@") == 1 and "paper protocol" in table
     # two result files merge into one table and plot
-    assert quality.main(["--merge", str(out.with_suffix(".json")), str(out.with_suffix(".json")), "--out", str(tmp_path / "m")]) == 0
+    assert (
+        quality.main(
+            ["--merge", str(out.with_suffix(".json")), str(out.with_suffix(".json")), "--out", str(tmp_path / "m")]
+        )
+        == 0
+    )
     assert (tmp_path / "m.md").read_text().count("| tucker@") == 2
     from PIL import Image
 

@@ -38,7 +38,8 @@ assert model_resolver.lookup("MoMoK").__module__ == "pykeen_momok.model", model_
 assert model_resolver.lookup("momok") is model_resolver.lookup("MoMoK")
 assert loss_resolver.lookup("MoMoKLoss").__module__ == "pykeen_momok.losses"
 assert dataset_resolver.lookup("SyntheticMMKG").__module__ == "pykeen_momok.datasets.synthetic"
-assert dataset_resolver.lookup("MKG-Y").__name__ == "MKGY" and dataset_resolver.lookup("FB15K-237-IMG").__name__ == "FB15k237IMG"
+assert dataset_resolver.lookup("MKG-Y").__name__ == "MKGY"
+assert dataset_resolver.lookup("FB15K-237-IMG").__name__ == "FB15k237IMG"
 import pykeen.datasets.utils
 assert getattr(pykeen.datasets.utils._cached_get_dataset, "_momok_wrapped", False), "dataset cache not routed"
 import sys, types

@@ -1,0 +1,1 @@
+"""MoMoK's neural modules: adapters, experts, fusion, Tucker heads, CLUB, the interaction."""

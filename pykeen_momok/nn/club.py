@@ -11,7 +11,8 @@ and the *sampled* CLUB estimate with negatives from a random permutation of the 
 .. math::
 
     \\widehat{I} = \\frac{1}{2n} \\sum_{a=1}^n \\sum_k
-        \\Big[-\\frac{(\\mu_k(x_a) - y_{a,k})^2}{e^{\\ell_k(x_a)}} + \\frac{(\\mu_k(x_a) - y_{\\pi(a),k})^2}{e^{\\ell_k(x_a)}}\\Big]
+        \\Big[-\\frac{(\\mu_k(x_a) - y_{a,k})^2}{e^{\\ell_k(x_a)}}
+        + \\frac{(\\mu_k(x_a) - y_{\\pi(a),k})^2}{e^{\\ell_k(x_a)}}\\Big]
 
 The estimator's own training maximises the reference's log-likelihood
 :math:`\\frac1n\\sum_a\\sum_k -\\frac{(\\mu_k(x_a) - y_{a,k})^2}{2 e^{\\ell_k(x_a)}}`. Note that the reference

@@ -145,7 +145,9 @@ class MoMoKInteraction(Interaction):
             )
             for dim in self.dims
         )
-        tucker = dict(input_dropout=input_dropout, core_dropout=core_dropout, hidden_dropout=hidden_dropout, fused=fused)
+        tucker = dict(
+            input_dropout=input_dropout, core_dropout=core_dropout, hidden_dropout=hidden_dropout, fused=fused
+        )
         self.heads = nn.ModuleList(TuckerHead(dim, relation_dim, **tucker) for dim in self.dims)
         # With a single modality the "joint" head would repeat the structural one.
         self.joint = len(self.dims) > 1
@@ -205,9 +207,7 @@ class MoMoKInteraction(Interaction):
 
     def expert_outputs(self, h: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The experts' outputs per base modality, shape ``(B, K, d_m)``."""
-        return [
-            experts.expert_outputs(x) for experts, x in zip(self.experts, h, strict=True)
-        ]
+        return [experts.expert_outputs(x) for experts, x in zip(self.experts, h, strict=True)]
 
     @staticmethod
     def head_logits(z: Sequence[torch.Tensor], candidates: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -239,7 +239,10 @@ class MoMoKInteraction(Interaction):
     def _query_candidate_pairs(
         self, h: Sequence[torch.Tensor], r: Sequence[torch.Tensor], t: Sequence[torch.Tensor]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per head: queries ``(*q_prefix, d_head)`` and candidates ``(*t_prefix, d_head)`` (see :meth:`score_heads`)."""
+        """Per head: queries ``(*q_prefix, d_head)`` and candidates ``(*t_prefix, d_head)``.
+
+        See :meth:`score_heads` for the arguments.
+        """
         # PyKEEN passes a single representation as a bare tensor (structure-only models)
         h, t = ([x] if isinstance(x, torch.Tensor) else x for x in (h, t))
         query_prefix = torch.broadcast_shapes(h[0].shape[:-1], r[0].shape[:-1])
@@ -249,8 +252,7 @@ class MoMoKInteraction(Interaction):
         candidate_prefix = t[0].shape[:-1]
         candidates = self.candidates([x.reshape(-1, x.shape[-1]) for x in t])
         return [
-            (zi.view(*query_prefix, -1), ci.view(*candidate_prefix, -1))
-            for zi, ci in zip(z, candidates, strict=True)
+            (zi.view(*query_prefix, -1), ci.view(*candidate_prefix, -1)) for zi, ci in zip(z, candidates, strict=True)
         ]
 
     def score_heads(
@@ -268,9 +270,7 @@ class MoMoKInteraction(Interaction):
         """
         return torch.stack([torch.einsum("...d,...d->...", z, c) for z, c in self._query_candidate_pairs(h, r, t)])
 
-    def forward(
-        self, h: Sequence[torch.Tensor], r: Sequence[torch.Tensor], t: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, h: Sequence[torch.Tensor], r: Sequence[torch.Tensor], t: Sequence[torch.Tensor]) -> torch.Tensor:
         """Score broadcast triples (see :meth:`score_heads` for the shapes), combined by :meth:`combine`.
 
         :return: shape ``prefix``
