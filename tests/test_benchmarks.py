@@ -207,6 +207,24 @@ def test_kvc16k_files_are_verified_by_git_blob_ids():
         )
 
 
+def test_every_benchmark_is_registered_by_name():
+    """Adding a benchmark: its class (the spec) and checksums, then an entry point and a lazy export; checked here."""
+    import configparser
+
+    import pykeen_momok
+    from pykeen.datasets import dataset_resolver
+
+    setup = configparser.ConfigParser()
+    setup.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
+    entry_points = setup["options.entry_points"]["pykeen.datasets"].split()
+    benchmarks = MMKGBenchmark.__subclasses__()
+    assert set(benchmarks) >= {DB15K, MKGW, MKGY, FB15k237IMG, KVC16K}
+    for cls in benchmarks:
+        assert f"pykeen_momok.datasets.benchmarks:{cls.__name__}" in entry_points, cls
+        assert getattr(pykeen_momok, cls.__name__) is cls
+        assert dataset_resolver.lookup(cls.docdata("name")) is cls
+
+
 def test_public_urls():
     urls = {spec.name: spec.url for spec in MKGY.required_files}
     assert urls["train.txt"] == "https://raw.githubusercontent.com/zjukg/MoMoK/master/datasets/MKG-Y/train.txt"

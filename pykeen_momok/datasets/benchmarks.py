@@ -17,28 +17,9 @@ so that a cut or edited copy is not mistaken for the benchmark. For a copy chang
     dataset.training.modalities["text"]          # ModalityFeatures, rows in entity-id order
     dataset.training.metadata["pooling"]         # {"text": "mkg-text"}: the reference pooling layout
 
-Features (``image_features=`` / ``text_features=``), each one of
-
-- ``"auto"`` (default): the first of these found *locally* (in ``directory`` or the caches; no network):
-  the authors' matrices (``embeddings/<dataset>/img_features.pth`` / ``text_features.pth``), the MMKB
-  VGG16 file ``<prefix>_ImageData.h5`` (images), the shared MiniLM text features
-  (``text_minilm.npy`` + ``text_minilm_entities.txt``), and, for text, local encoding when
-  ``text_encoder=`` is given; otherwise the modality is left out (with a log message saying how to get it);
-- ``"authors"``: the authors' published matrix; it cannot be downloaded by a script (Google Drive),
-  so a missing file raises an error saying where to download it from and where to put it;
-- ``"mmkb"`` (images): the MMKB VGG16 ``.h5``, downloaded from its public link if missing;
-- ``"minilm"`` (text): the 384-d MiniLM name embeddings of the shared benchmark folder;
-- ``"encode"`` (text): entity names (or ``entity2text.txt`` names) encoded locally with the
-  sentence-transformers model ``text_encoder`` (see :mod:`pykeen_momok.text_features`);
-- a path: a ``.pth``/``.pt`` matrix whose rows follow ``entity2id.txt``, an MMKB ``.h5`` (rows looked
-  up through the dataset's ImageIndex), or any file :class:`~pykeen_momok.features.FeatureSource` reads;
-- a :class:`~pykeen_momok.features.FeatureSource`; or ``None`` (no such modality).
-
-Entities without an image in the MMKB ImageIndex are marked absent in the image mask (their rows are
-filled, see ``fill``). The factories' ``metadata["pooling"]`` maps each modality to the reference
-pooling layout for its width (``"db15k-image"``, ``"text-12x64"``, ``"mkg-text"`` or ``"identity"``;
-see :func:`pykeen_momok.datasets.archives.reference_pooling`); user-given files get ``"identity"``
-unless ``pooling=`` says otherwise.
+Features (``image_features=`` / ``text_features=``): ``"auto"``, ``"authors"``, ``"mmkb"``, ``"minilm"``,
+``"encode"``, a path, a :class:`~pykeen_momok.features.FeatureSource` or ``None``; see
+:mod:`pykeen_momok.datasets.archives`, where they are resolved.
 """
 
 from __future__ import annotations
@@ -46,39 +27,16 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 from docdata import parse_docdata
 
-from ..features import FeatureSource, align_features, atomic_write, labels_in_id_order, read_label_values
-from ..triples import ModalityFeatures
-from .archives import (
-    AUTHORS_ARCHIVE_URL,
-    AUTHORS_ARCHIVE_VIEW_URL,
-    PUBLISHED_SHAPES,
-    authors_feature_member,
-    find_authors_feature_file,
-    load_pth_matrix,
-    read_image_index,
-    read_mmkb_image_features,
-    reference_pooling,
-)
+from ..features import FeatureSource, atomic_write
+from .archives import AUTHORS_ARCHIVE, BenchmarkFeatures
 from .base import MultiModalDataset, read_triples_file
+from .download import VERIFY_ENV, ChecksumError, Downloader, RemoteFile, checksum_table, verify_local_file
 from .validation import VALIDATION_CHOICES, honest_splits
-from .download import (
-    Downloader,
-    ManualDownloadRequired,
-    VERIFY_ENV,
-    ChecksumError,
-    RemoteFile,
-    checksum_table,
-    dataset_cache_folder,
-    safe_extract,
-    verify_local_file,
-)
 
 __all__ = [
     "MMKGBenchmark",
@@ -96,7 +54,9 @@ logger = logging.getLogger(__name__)
 PathLike = str | pathlib.Path
 
 #: git blob id, sha256 and size of every file, as in the shared benchmark folder's CHECKSUMS.txt.
-#: (FB15K-237-IMG: the LF versions; the public kg-bert copies have CRLF line ends, see below.)
+#: (FB15K-237-IMG: the LF versions; the public kg-bert copies have CRLF line ends, see below.) KVC16K (the
+#: reference repository's ``datasets/Kuai16K/``) is not in the shared folder: its sha256 is not known (``-``);
+#: its files are verified by their git blob ids and sizes.
 CHECKSUMS = checksum_table(
     """
 74bacef4ddff6f53b061bd390319baa1f8cd5519  fcd2f034111388af8ae3fc58e15822d85b02d9d043b5191b4b0ffa0a622bd29b  749759  DB15K/DB15K_ImageIndex.txt
@@ -126,18 +86,13 @@ de97378efb25cdcb01686be57f936a9426a62e89  584d45c33a0d1003a28d08ee17507e8da21f38
 cfe896d327aadc35b5632018fe98f59e05a70279  5c58e2bf71d78eee310ace515add7e0acada665995f2550f9a16fd7ad74af18c  269311  MKG-Y/text_minilm_entities.txt
 c0be6fbb15f8a91b967d9ee8eaed95247a523995  3be3e886268cade513b35429d7aa5e145f51692c2f2bedbd7ff7d60a7a6c263e  1003671  MKG-Y/train.txt
 70cad85f1d32602717001da83488d78ccab38123  bcc01dbedd4c25f87481ca47b00724a1de1808ec098d80e27fec595c13c8bae4  125067  MKG-Y/valid.txt
+0ab5f68af7e6429bdf8be546d9acc86ddf5f4ff2  -  247079  KVC16K/entity2id.txt
+39cbb7ff93876917e6891d91a0c276974667d32d  -  16  KVC16K/relation2id.txt
+33ba3a045d8600a0fb1d6650aa007f501cfb60af  -  4074788  KVC16K/train.txt
+fd12001091a9104683383208b7efcf151007c26a  -  509117  KVC16K/valid.txt
+32d065f5d066db05f6687189c3cb615267c0bb8b  -  509198  KVC16K/test.txt
 """
 )
-
-#: KVC16K (the reference repository's ``datasets/Kuai16K/``) is not in the shared folder: only its git blob
-#: ids and sizes are known; they are verified as git blob ids.
-_KVC16K_BLOBS = {
-    "entity2id.txt": ("0ab5f68af7e6429bdf8be546d9acc86ddf5f4ff2", 247079),
-    "relation2id.txt": ("39cbb7ff93876917e6891d91a0c276974667d32d", 16),
-    "train.txt": ("33ba3a045d8600a0fb1d6650aa007f501cfb60af", 4074788),
-    "valid.txt": ("fd12001091a9104683383208b7efcf151007c26a", 509117),
-    "test.txt": ("32d065f5d066db05f6687189c3cb615267c0bb8b", 509198),
-}
 
 _MOMOK_RAW = "https://raw.githubusercontent.com/zjukg/MoMoK/master/datasets"
 _MMKB_RAW = "https://raw.githubusercontent.com/mniepert/mmkb/master"
@@ -145,20 +100,8 @@ _MMKB_RAW = "https://raw.githubusercontent.com/mniepert/mmkb/master"
 #: MKGformer for FB15K-237-IMG). Those files have CRLF line ends; they are converted to LF after download
 #: and then verified against the LF checksums of the shared copy (identical content otherwise).
 _KG_BERT_RAW = "https://raw.githubusercontent.com/yao8839836/kg-bert/master/data/FB15k-237"
-#: MMKB VGG16 image features (Dropbox links from the MMKB README); no checksum is published.
-_MMKB_H5_URLS = {
-    "DB15K": "https://www.dropbox.com/s/rfl27sqpet7wyb3/DB15K_ImageData.h5?dl=1",
-    "FB15K": "https://www.dropbox.com/s/acsaog6qxy1kgpu/FB15K_ImageData.h5?dl=1",
-}
-
-#: The authors' embedding archive (Google Drive); one copy serves all datasets. Not downloadable by a script.
-AUTHORS_ARCHIVE = RemoteFile(
-    name="momok-embeddings.zip",
-    url=AUTHORS_ARCHIVE_URL,
-    manual=True,
-    description=f"the MoMoK authors' feature archive (Google Drive, {AUTHORS_ARCHIVE_VIEW_URL})",
-)
-_AUTHORS_KEY = "momok_embeddings"
+#: MMKB VGG16 image features: the Dropbox links of the MMKB README; no checksum is published.
+_MMKB_DROPBOX = "https://www.dropbox.com/s"
 
 
 def _shared_spec(folder: str, name: str, url: str | None, **kwargs: Any) -> RemoteFile:
@@ -181,16 +124,18 @@ def _minilm_specs(folder: str) -> tuple[RemoteFile, ...]:
     )
 
 
-class MMKGBenchmark(MultiModalDataset):
+class MMKGBenchmark(BenchmarkFeatures, MultiModalDataset):
     """Base class of the MMKGC benchmarks: files from the cache (downloaded, verified) or ``directory=``.
 
-    Subclasses set the class variables describing their files.
+    A subclass is the whole spec of its dataset: it sets the class variables describing its files (their
+    public URLs; their checksums come from :data:`CHECKSUMS`) and its feature layout (those of
+    :class:`~pykeen_momok.datasets.archives.BenchmarkFeatures`), and its docstring holds PyKEEN's docdata.
+    Registering it by name takes an entry point in ``setup.cfg`` and a line in ``pykeen_momok/__init__.py``
+    (``tests/test_benchmarks.py`` checks both).
     """
 
     #: the dataset's folder name in the shared layout / a mirror, e.g. ``"MKG-Y"``
     folder_name: ClassVar[str]
-    #: the folder name inside the authors' archive (``embeddings/<name>/``)
-    authors_folder: ClassVar[str | None] = None
     #: the files that must be present: triples (and ids)
     required_files: ClassVar[tuple[RemoteFile, ...]] = ()
     #: files used when present / needed (ImageIndex, names, MiniLM features)
@@ -202,13 +147,6 @@ class MMKGBenchmark(MultiModalDataset):
     #: id files; ``None``: generated from all splits (sorted labels), so no evaluation triple is dropped
     entity2id_file: ClassVar[str | None] = "entity2id.txt"
     relation2id_file: ClassVar[str | None] = "relation2id.txt"
-    #: the MMKB image index (label -> image id) and the MMKB VGG16 file
-    image_index_file: ClassVar[str | None] = None
-    mmkb_h5: ClassVar[RemoteFile | None] = None
-    #: ``label<TAB>name`` file for text encoding
-    entity_text_file: ClassVar[str | None] = None
-    #: the shared MiniLM text features
-    minilm_files: ClassVar[tuple[str, str]] = ("text_minilm.npy", "text_minilm_entities.txt")
     #: the default of ``validation=``: what model selection looks at (see :mod:`pykeen_momok.datasets.validation`)
     default_validation: ClassVar[str] = "published"
     #: the default of ``heldout_size=``, for ``validation="heldout"``
@@ -414,228 +352,6 @@ class MMKGBenchmark(MultiModalDataset):
                     "validation": validation_note,
                 }
 
-    def load_modalities(self, entity_to_id: Mapping[str, int]) -> dict[str, ModalityFeatures]:
-        """Resolve ``image_features`` and ``text_features`` and align them to the entity ids."""
-        modalities: dict[str, ModalityFeatures] = {}
-        for modality, choice in (("image", self.image_features), ("text", self.text_features)):
-            result = self._resolve(modality, choice, entity_to_id)
-            if result is None:
-                continue
-            features, origin, pooling = result
-            modalities[modality] = features
-            self.feature_origin[modality] = origin
-            self.pooling[modality] = pooling
-        return modalities
-
-    def _resolve(
-        self, modality: str, choice: Any, entity_to_id: Mapping[str, int]
-    ) -> tuple[ModalityFeatures, str, str] | None:
-        if choice is None:
-            return None
-        if isinstance(choice, FeatureSource):
-            features = choice.load(entity_to_id)
-            return features, f"file:{choice.path}", "identity"
-        if isinstance(choice, pathlib.Path) or (isinstance(choice, str) and choice not in _KEYWORDS):
-            return self._from_path(modality, pathlib.Path(choice), entity_to_id)
-        if choice == "auto":
-            for kind in _AUTO_ORDER[modality]:
-                if kind == "encode" and self.text_encoder is None:
-                    continue
-                result = self._from_kind(modality, kind, entity_to_id, download=False)
-                if result is not None:
-                    return result
-            hint = ", 'mmkb'" if modality == "image" and self.mmkb_h5 else ", 'encode' with text_encoder=..." if modality == "text" else ""
-            # a warning, not a log line: a model trained without a modality it was meant to have is a silent change
-            warnings.warn(
-                f"{self.__class__.__name__}: no {modality} features found locally; the modality is left out. Pass "
-                f"{modality}_features='authors' (manual download from {AUTHORS_ARCHIVE_VIEW_URL}){hint}, or a file; "
-                f"{modality}_features=None leaves it out without this warning.",
-                UserWarning,
-                stacklevel=4,
-            )
-            return None
-        if choice not in _KINDS[modality]:
-            raise ValueError(f"{modality}_features={choice!r} is not one of {sorted(_KINDS[modality])}, a path or a FeatureSource")
-        result = self._from_kind(modality, choice, entity_to_id, download=True)
-        if result is None:  # pragma: no cover -- _from_kind raises with instructions when downloading
-            raise FileNotFoundError(f"{self.__class__.__name__}: no {choice} {modality} features")
-        return result
-
-    def _from_kind(
-        self, modality: str, kind: str, entity_to_id: Mapping[str, int], *, download: bool
-    ) -> tuple[ModalityFeatures, str, str] | None:
-        if kind == "authors":
-            path = self._authors_file(modality, download=download)
-            if path is None:
-                return None
-            features = self._authors_matrix(modality, path, entity_to_id, published=True)
-            return features, f"authors:{path}", reference_pooling(modality, features.dim)
-        if kind == "mmkb":
-            if self.mmkb_h5 is None or self.image_index_file is None:
-                if download:
-                    raise ValueError(f"{self.__class__.__name__} has no MMKB VGG16 image features")
-                return None
-            h5 = self._optional_file(self.mmkb_h5.name, download=download)
-            if h5 is None:
-                if download and self.directory is not None:
-                    raise FileNotFoundError(
-                        f"{self.__class__.__name__}: {self.mmkb_h5.name} is not in directory={str(self.directory)!r}; "
-                        f"download it from {self.mmkb_h5.url} and put it there"
-                    )
-                return None
-            features = self._mmkb_matrix(h5, entity_to_id, download=download)
-            return features, f"mmkb:{h5}", reference_pooling(modality, features.dim)
-        if kind == "minilm":
-            names = [self._optional_file(name, download=download) for name in self.minilm_files]
-            if any(path is None for path in names):
-                present = [path for path in names if path is not None]
-                if present:
-                    warnings.warn(
-                        f"{self.__class__.__name__}: {present[0]} is there but "
-                        f"{[n for n, p in zip(self.minilm_files, names) if p is None]} is missing: the MiniLM text "
-                        "features cannot be aligned to the entities and are not used",
-                        UserWarning,
-                        stacklevel=4,
-                    )
-                if download:
-                    raise FileNotFoundError(
-                        f"{self.__class__.__name__}: the MiniLM text features {list(self.minilm_files)} are only in the "
-                        f"shared benchmark folder; pass directory= (or base_url= of a mirror) holding them, or use "
-                        f"text_features='encode' with text_encoder=..."
-                    )
-                return None
-            source = FeatureSource(path=names[0], labels=names[1], fill=self.fill, unknown="ignore")  # type: ignore[arg-type]
-            features = source.load(entity_to_id)
-            return features, f"minilm:{names[0]}", reference_pooling(modality, features.dim)
-        if kind == "encode":
-            from ..text_features import encode_entities
-
-            texts = self._entity_texts(download=download)
-            features = encode_entities(
-                entity_to_id,
-                model=self.text_encoder or "default",
-                texts=texts,
-                fill=self.fill,
-                progress=self.downloader.progress,
-                cache_dir=(
-                    pathlib.Path(self.downloader.cache_root) / "momok_text_features"
-                    if self.downloader.cache_root is not None
-                    else None
-                ),
-            )
-            return features, f"encoded:{self.text_encoder or 'default'}", reference_pooling(modality, features.dim)
-        raise ValueError(f"unknown feature kind {kind!r}")  # pragma: no cover
-
-    def _from_path(
-        self, modality: str, path: pathlib.Path, entity_to_id: Mapping[str, int]
-    ) -> tuple[ModalityFeatures, str, str]:
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.__class__.__name__}: {modality}_features file {str(path)!r} does not exist")
-        suffix = path.suffix.lower()
-        if suffix in {".h5", ".hdf5"} and modality == "image" and self.image_index_file is not None:
-            features = self._mmkb_matrix(path, entity_to_id, download=True)
-        elif suffix in {".pth", ".pt"}:
-            features = self._authors_matrix(modality, path, entity_to_id, published=False)
-        else:
-            features = FeatureSource(path=path, fill=self.fill).load(entity_to_id)
-        return features, f"file:{path}", "identity"
-
-    # the published formats -------------------------------------------------------------------------
-
-    def _authors_file(self, modality: str, *, download: bool) -> pathlib.Path | None:
-        assert self.authors_folder is not None
-        shared = dataset_cache_folder(_AUTHORS_KEY, self.downloader.cache_root)
-        for folder in (self.directory, shared, None if self.directory is not None else self.cache_folder):
-            if folder is None:
-                continue
-            path = find_authors_feature_file(folder, self.authors_folder, modality)
-            if path is not None:
-                return path
-        member = authors_feature_member(self.authors_folder, modality)
-        # an archive put where the error message said: extract the member we need
-        for folder in (self.directory, shared):
-            archive = folder / AUTHORS_ARCHIVE.name if folder is not None else None
-            if archive is not None and archive.is_file():
-                safe_extract(archive, shared, members=[member])
-                path = shared / member
-                if path.is_file():
-                    return path
-                raise FileNotFoundError(f"{archive} holds no {member}")
-        if not download:
-            return None
-        raise ManualDownloadRequired(
-            f"{self.__class__.__name__}: the authors' {modality} features ({member}) cannot be downloaded automatically "
-            f"(Google Drive). Download the archive from {AUTHORS_ARCHIVE_VIEW_URL} and either put it at "
-            f"{shared / AUTHORS_ARCHIVE.name}, or unpack it and put {member} at {shared / member}"
-            + (f" or at {self.directory / member}" if self.directory is not None else "")
-            + f"; or pass {modality}_features=<path to the .pth file>."
-        )
-
-    def _expected_shape(self, modality: str, num_entities: int) -> tuple[int | None, int | None]:
-        shape = PUBLISHED_SHAPES.get(self.folder_name, {}).get(modality)
-        return (num_entities, shape[1] if shape else None)
-
-    def _authors_matrix(
-        self, modality: str, path: pathlib.Path, entity_to_id: Mapping[str, int], *, published: bool
-    ) -> ModalityFeatures:
-        """Rows follow entity2id; image-less entities (not in the ImageIndex) are marked absent.
-
-        :param published: check the width against the published shape (the authors' archive)
-        """
-        rows_width = self._expected_shape(modality, len(entity_to_id))
-        matrix = load_pth_matrix(path, expected_shape=rows_width if published else (rows_width[0], None))
-        if matrix.labels is not None:
-            return align_features(matrix.features, matrix.labels, entity_to_id, fill=self.fill, unknown="ignore", source=path)  # type: ignore[arg-type]
-        labels = labels_in_id_order(entity_to_id)
-        if modality == "image" and self.image_index_file is not None:
-            index_path = self._optional_file(self.image_index_file, download=True)
-            if index_path is not None:
-                index = read_image_index(index_path)
-                rows = np.asarray([label in index for label in labels])
-                return align_features(
-                    matrix.features[rows],
-                    [label for label, keep in zip(labels, rows) if keep],
-                    entity_to_id,
-                    fill=self.fill,  # type: ignore[arg-type]
-                    source=path,
-                )
-        return align_features(matrix.features, None, entity_to_id, fill=self.fill, source=path)  # type: ignore[arg-type]
-
-    def _mmkb_matrix(self, h5: pathlib.Path, entity_to_id: Mapping[str, int], *, download: bool) -> ModalityFeatures:
-        assert self.image_index_file is not None
-        index_path = self._optional_file(self.image_index_file, download=download)
-        if index_path is None:
-            raise FileNotFoundError(
-                f"{self.__class__.__name__}: reading {h5.name} needs {self.image_index_file} (in directory= or the cache)"
-            )
-        labels = labels_in_id_order(entity_to_id)
-        matrix = read_mmkb_image_features(h5, index_path, labels)
-        assert matrix.present is not None
-        rows = matrix.present
-        if not rows.any():
-            raise ValueError(f"{h5}: no entity of {self.__class__.__name__} has an image feature")
-        return align_features(
-            matrix.features[rows],
-            [label for label, keep in zip(labels, rows) if keep],
-            entity_to_id,
-            fill=self.fill,  # type: ignore[arg-type]
-            source=h5,
-        )
-
-    def _entity_texts(self, *, download: bool) -> Mapping[str, str] | None:
-        if self.entity_text_file is None:
-            return None
-        path = self._optional_file(self.entity_text_file, download=download)
-        if path is None:
-            return None
-        return read_label_values(path, what="name")
-
-
-_KINDS = {"image": {"auto", "authors", "mmkb"}, "text": {"auto", "authors", "minilm", "encode"}}
-_KEYWORDS = {"auto", "authors", "mmkb", "minilm", "encode"}
-_AUTO_ORDER = {"image": ("authors", "mmkb"), "text": ("authors", "minilm", "encode")}
-
-
 
 @parse_docdata
 class DB15K(MMKGBenchmark):
@@ -672,7 +388,11 @@ class DB15K(MMKGBenchmark):
         *_minilm_specs("DB15K"),
     )
     image_index_file = "DB15K_ImageIndex.txt"
-    mmkb_h5 = RemoteFile(name="DB15K_ImageData.h5", url=_MMKB_H5_URLS["DB15K"], description="MMKB's DB15K VGG16 image features")
+    mmkb_h5 = RemoteFile(
+        name="DB15K_ImageData.h5",
+        url=f"{_MMKB_DROPBOX}/rfl27sqpet7wyb3/DB15K_ImageData.h5?dl=1",
+        description="MMKB's DB15K VGG16 image features",
+    )
 
 
 @parse_docdata
@@ -775,15 +495,12 @@ class FB15k237IMG(MMKGBenchmark):
     entity2id_file = None
     relation2id_file = None
     image_index_file = "FB15K_ImageIndex.txt"
-    mmkb_h5 = RemoteFile(name="FB15K_ImageData.h5", url=_MMKB_H5_URLS["FB15K"], description="MMKB's FB15K VGG16 image features")
-    entity_text_file = "entity2text.txt"
-
-
-def _kvc16k_specs() -> tuple[RemoteFile, ...]:
-    return tuple(
-        RemoteFile(name=name, url=f"{_MOMOK_RAW}/Kuai16K/{name}", git_blob=blob, size=size)
-        for name, (blob, size) in _KVC16K_BLOBS.items()
+    mmkb_h5 = RemoteFile(
+        name="FB15K_ImageData.h5",
+        url=f"{_MMKB_DROPBOX}/acsaog6qxy1kgpu/FB15K_ImageData.h5?dl=1",
+        description="MMKB's FB15K VGG16 image features",
     )
+    entity_text_file = "entity2text.txt"
 
 
 @parse_docdata
@@ -813,8 +530,8 @@ class KVC16K(MMKGBenchmark):
 
     folder_name = "KVC16K"
     authors_folder = "Kuai16K"
-    required_files = _kvc16k_specs()
+    required_files = _momok_specs("KVC16K", "Kuai16K")
 
 
-# keep the checksum table honest about what it covers
-assert all(spec.has_checksum for cls in (DB15K, MKGW, MKGY, FB15k237IMG, KVC16K) for spec in cls.required_files)
+# keep the checksum table honest about what it covers: a benchmark added without checksums fails on import
+assert all(spec.has_checksum for cls in MMKGBenchmark.__subclasses__() for spec in cls.required_files)

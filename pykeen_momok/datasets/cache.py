@@ -96,7 +96,8 @@ def input_paths(dataset: Dataset) -> tuple[list[pathlib.Path], list[pathlib.Path
     whatever ``"auto"`` finds, and reads the files or the model folder its feature arguments name.
     """
     from ..features import FeatureSource
-    from .benchmarks import _AUTHORS_KEY, _KEYWORDS, MMKGBenchmark
+    from .archives import AUTHORS_CACHE_KEY, FEATURE_KEYWORDS
+    from .benchmarks import MMKGBenchmark
 
     files: list[Any] = [
         getattr(dataset, name, None)
@@ -107,11 +108,11 @@ def input_paths(dataset: Dataset) -> tuple[list[pathlib.Path], list[pathlib.Path
     folders: list[Any] = []
     if isinstance(dataset, MMKGBenchmark):
         folders.append(dataset.directory if dataset.directory is not None else dataset.cache_folder)
-        folders.append(dataset_cache_folder(_AUTHORS_KEY, dataset.downloader.cache_root))
+        folders.append(dataset_cache_folder(AUTHORS_CACHE_KEY, dataset.downloader.cache_root))
         for choice in (dataset.image_features, dataset.text_features):
             if isinstance(choice, FeatureSource):
                 files.extend((choice.path, choice.labels, choice.entity2id))
-            elif isinstance(choice, pathlib.Path) or (isinstance(choice, str) and choice not in _KEYWORDS):
+            elif isinstance(choice, pathlib.Path) or (isinstance(choice, str) and choice not in FEATURE_KEYWORDS):
                 files.append(choice)
         if dataset.text_encoder is not None and pathlib.Path(dataset.text_encoder).expanduser().is_dir():
             folders.append(dataset.text_encoder)  # a local sentence-transformers model
