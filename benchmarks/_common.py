@@ -96,16 +96,12 @@ def load_mkgy(dataset_dir: str | os.PathLike, seed: int = 0):
     """
     from pykeen_momok.triples import ModalityFeatures
 
-    directory = pathlib.Path(dataset_dir).expanduser().resolve()
-    try:
-        from pykeen_momok.datasets.benchmarks import MKGY
+    from pykeen_momok.datasets.benchmarks import MKGY
 
-        dataset = MKGY(directory=directory, image_features=None, text_features="minilm", progress=False)
-        training, validation, testing = dataset.training, dataset.validation, dataset.testing
-        text = training.modalities["text"]
-    except Exception as error:  # the dataset class is unfinished or changed: build it from the files
-        print(f"[benchmarks] MKGY dataset class unavailable ({type(error).__name__}: {error}); reading files directly")
-        training, validation, testing, text = _load_mkgy_files(directory)
+    directory = pathlib.Path(dataset_dir).expanduser().resolve()
+    dataset = MKGY(directory=directory, image_features=None, text_features="minilm", progress=False)
+    training, validation, testing = dataset.training, dataset.validation, dataset.testing
+    text = training.modalities["text"]
     generator = torch.Generator().manual_seed(seed)
     image = ModalityFeatures(
         features=torch.randn(training.num_entities, IMAGE_DIM, generator=generator),
@@ -113,40 +109,6 @@ def load_mkgy(dataset_dir: str | os.PathLike, seed: int = 0):
     )
     training = training.with_modalities({"image": image, "text": text})
     return training, validation, testing
-
-
-def _load_mkgy_files(directory: pathlib.Path):
-    import numpy as np
-    from pykeen.triples import TriplesFactory
-
-    from pykeen_momok.triples import ModalityFeatures, MultiModalTriplesFactory
-
-    def triples(name: str) -> np.ndarray:
-        rows = [line.split()[:3] for line in (directory / name).read_text(encoding="utf-8").splitlines() if line.strip()]
-        return np.asarray(rows, dtype=str)
-
-    def id_map(name: str) -> dict[str, int]:
-        pairs = [line.rsplit(maxsplit=1) for line in (directory / name).read_text(encoding="utf-8").splitlines()]
-        return {label: int(i) for label, i in pairs if label}
-
-    entity_to_id, relation_to_id = id_map("entity2id.txt"), id_map("relation2id.txt")
-    features = np.load(directory / "text_minilm.npy")
-    labels = (directory / "text_minilm_entities.txt").read_text(encoding="utf-8").splitlines()
-    table = torch.zeros(len(entity_to_id), features.shape[1])
-    rows = torch.as_tensor([entity_to_id[label] for label in labels])
-    table[rows] = torch.as_tensor(features, dtype=torch.float32)
-    text = ModalityFeatures(features=table, present=torch.ones(len(entity_to_id), dtype=torch.bool))
-    training = MultiModalTriplesFactory.from_labeled_triples(
-        triples("train.txt"),
-        entity_to_id=entity_to_id,
-        relation_to_id=relation_to_id,
-        create_inverse_triples=True,
-        modalities={"text": text},
-    )
-    kwargs = dict(entity_to_id=training.entity_to_id, relation_to_id=training.relation_to_id)
-    validation = TriplesFactory.from_labeled_triples(triples("valid.txt"), **kwargs)
-    testing = TriplesFactory.from_labeled_triples(triples("test.txt"), **kwargs)
-    return training, validation, testing, text
 
 
 # -- models ---------------------------------------------------------------------------------------------------
