@@ -394,8 +394,25 @@ class FeatureMatrix:
     present: np.ndarray | None = None
 
 
-def _read_pth(path: pathlib.Path, key: str | None, *, allow_pickle: bool = False) -> tuple[Any, list[str] | None]:
-    """The matrix of a ``.pt``/``.pth`` file and its row labels (a ``{label: vector}`` dict), unvalidated."""
+def _read_raw(path: pathlib.Path, key: str | None, allow_pickle: bool) -> tuple[Any, list[str] | None]:
+    """The array stored in a feature file, unvalidated, and its row labels (a ``{label: vector}`` ``.pth`` file)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False), None
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            return archive[_pick(path, archive.files, key, "array")], None
+    if suffix in {".h5", ".hdf5"}:
+        try:
+            import h5py
+        except ImportError as error:
+            raise ImportError(f"reading {str(path)!r} needs h5py: pip install h5py (or pykeen-momok[h5])") from error
+        with h5py.File(path, "r") as file:
+            names: list[str] = []
+            file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+            return file[_pick(path, names, key, "dataset")][()], None
+    if suffix not in {".pt", ".pth"}:
+        raise DataFormatError(f"{str(path)!r}: unsupported feature file suffix {suffix!r}; use one of {FEATURE_SUFFIXES}")
     obj = _load_torch(path, allow_pickle=allow_pickle)
     labels = None
     if isinstance(obj, Mapping):
@@ -413,29 +430,6 @@ def _read_pth(path: pathlib.Path, key: str | None, *, allow_pickle: bool = False
     if isinstance(obj, list | tuple):
         return _rows_to_numpy(path, obj), labels
     raise DataFormatError(f"{str(path)!r}: expected a tensor, a list of rows, or a dict of those, got {type(obj).__name__}")
-
-
-def _read_raw(path: pathlib.Path, key: str | None) -> Any:
-    """Read the array stored in a ``.npy``, ``.npz`` or ``.h5`` feature file, without validation."""
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            return archive[_pick(path, archive.files, key, "array")]
-    if suffix in {".h5", ".hdf5"}:
-        try:
-            import h5py
-        except ImportError as error:
-            raise ImportError(
-                f"reading {str(path)!r} needs h5py: pip install h5py (or pykeen-momok[h5])"
-            ) from error
-        with h5py.File(path, "r") as file:
-            names: list[str] = []
-            file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-            name = _pick(path, names, key, "dataset")
-            return file[name][()]
-    raise DataFormatError(f"{str(path)!r}: unsupported feature file suffix {suffix!r}; use one of {FEATURE_SUFFIXES}")
 
 
 def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
@@ -490,12 +484,8 @@ def read_feature_file(path: PathLike, *, key: str | None = None, allow_pickle: b
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feature file {str(path)!r} does not exist or is not a file")
-    labels = None
     try:
-        if path.suffix.lower() in {".pt", ".pth"}:
-            raw, labels = _read_pth(path, key, allow_pickle=allow_pickle)
-        else:
-            raw = _read_raw(path, key)
+        raw, labels = _read_raw(path, key, allow_pickle)
     except (DataFormatError, ImportError):
         raise
     except Exception as error:  # numpy and h5py raise many types for unreadable files

@@ -448,19 +448,12 @@ class BenchmarkFeatures:
         matrix = load_pth_matrix(path, expected_shape=rows_width if published else (rows_width[0], None))
         if matrix.labels is not None:
             return align_features(matrix.features, matrix.labels, entity_to_id, fill=self.fill, unknown="ignore", source=path)  # type: ignore[arg-type]
-        labels = labels_in_id_order(entity_to_id)
         if modality == "image" and self.image_index_file is not None:
             index_path = self._optional_file(self.image_index_file, download=True)
             if index_path is not None:
                 index = read_image_index(index_path)
-                rows = np.asarray([label in index for label in labels])
-                return align_features(
-                    matrix.features[rows],
-                    [label for label, keep in zip(labels, rows) if keep],
-                    entity_to_id,
-                    fill=self.fill,  # type: ignore[arg-type]
-                    source=path,
-                )
+                present = np.asarray([label in index for label in labels_in_id_order(entity_to_id)])
+                return self._present_rows(matrix.features, present, entity_to_id, source=path)
         return align_features(matrix.features, None, entity_to_id, fill=self.fill, source=path)  # type: ignore[arg-type]
 
     def _mmkb_matrix(self, h5: pathlib.Path, entity_to_id: Mapping[str, int], *, download: bool) -> ModalityFeatures:
@@ -470,24 +463,24 @@ class BenchmarkFeatures:
             raise FileNotFoundError(
                 f"{self.__class__.__name__}: reading {h5.name} needs {self.image_index_file} (in directory= or the cache)"
             )
-        labels = labels_in_id_order(entity_to_id)
-        matrix = read_mmkb_image_features(h5, index_path, labels)
+        matrix = read_mmkb_image_features(h5, index_path, labels_in_id_order(entity_to_id))
         assert matrix.present is not None
-        rows = matrix.present
-        if not rows.any():
+        if not matrix.present.any():
             raise ValueError(f"{h5}: no entity of {self.__class__.__name__} has an image feature")
-        return align_features(
-            matrix.features[rows],
-            [label for label, keep in zip(labels, rows) if keep],
-            entity_to_id,
-            fill=self.fill,  # type: ignore[arg-type]
-            source=h5,
-        )
+        return self._present_rows(matrix.features, matrix.present, entity_to_id, source=h5)
+
+    def _present_rows(
+        self, features: np.ndarray, present: np.ndarray, entity_to_id: Mapping[str, int], *, source: pathlib.Path
+    ) -> ModalityFeatures:
+        """Align the ``present`` rows of a matrix in entity-id order; the others are marked absent and filled.
+
+        :param features: shape: (num_entities, dim), rows in entity-id order
+        :param present: shape: (num_entities,), bool
+        """
+        labels = labels_in_id_order(entity_to_id)
+        kept = [label for label, keep in zip(labels, present) if keep]
+        return align_features(features[present], kept, entity_to_id, fill=self.fill, source=source)  # type: ignore[arg-type]
 
     def _entity_texts(self, *, download: bool) -> Mapping[str, str] | None:
-        if self.entity_text_file is None:
-            return None
-        path = self._optional_file(self.entity_text_file, download=download)
-        if path is None:
-            return None
-        return read_label_values(path, what="name")
+        path = self._optional_file(self.entity_text_file, download=download) if self.entity_text_file else None
+        return read_label_values(path, what="name") if path is not None else None
