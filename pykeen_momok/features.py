@@ -169,7 +169,9 @@ def _raise_on_duplicates(
     )
 
 
-def read_label_values(path: PathLike, *, what: str = "value", repeated: Literal["error", "last"] = "error") -> dict[str, str]:
+def read_label_values(
+    path: PathLike, *, what: str = "value", repeated: Literal["error", "last"] = "error"
+) -> dict[str, str]:
     """Read a ``label<TAB>value`` file (an MMKB ``*_ImageIndex.txt``, an ``entity2text.txt``) into label -> value.
 
     Each line is split at its first tab; whitespace around label and value is dropped (see :func:`strip_label`).
@@ -412,7 +414,9 @@ def _read_raw(path: pathlib.Path, key: str | None, allow_pickle: bool) -> tuple[
             file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
             return file[_pick(path, names, key, "dataset")][()], None
     if suffix not in {".pt", ".pth"}:
-        raise DataFormatError(f"{str(path)!r}: unsupported feature file suffix {suffix!r}; use one of {FEATURE_SUFFIXES}")
+        raise DataFormatError(
+            f"{str(path)!r}: unsupported feature file suffix {suffix!r}; use one of {FEATURE_SUFFIXES}"
+        )
     obj = _load_torch(path, allow_pickle=allow_pickle)
     labels = None
     if isinstance(obj, Mapping):
@@ -429,7 +433,9 @@ def _read_raw(path: pathlib.Path, key: str | None, allow_pickle: bool) -> tuple[
         return obj, labels
     if isinstance(obj, list | tuple):
         return _rows_to_numpy(path, obj), labels
-    raise DataFormatError(f"{str(path)!r}: expected a tensor, a list of rows, or a dict of those, got {type(obj).__name__}")
+    raise DataFormatError(
+        f"{str(path)!r}: expected a tensor, a list of rows, or a dict of those, got {type(obj).__name__}"
+    )
 
 
 def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
@@ -465,7 +471,7 @@ def _validate_matrix(matrix: Any, *, source: str) -> np.ndarray:
 
 
 def read_feature_file(path: PathLike, *, key: str | None = None, allow_pickle: bool = False) -> FeatureMatrix:
-    """Read a feature matrix from ``.npy``, ``.npz``, ``.pt``/``.pth`` or ``.h5``/``.hdf5``: the one reader of these formats.
+    """Read a feature matrix from ``.npy``, ``.npz``, ``.pt``/``.pth`` or ``.h5``/``.hdf5`` (the one reader of these).
 
     ``.pt`` files are read with ``torch.load(..., weights_only=True)`` (tensors and plain NumPy arrays, nothing that
     runs code) and may hold a tensor or array, a list of rows (lists of numbers or 1-D tensors, as the reference

@@ -154,6 +154,7 @@ class RemoteFile:
         return ", ".join(parts) if parts else "no checksum known"
 
 
+# pystow lacks: git blob ids (KVC16K's only checksums), which hashlib cannot name
 def _git_blob_hash(size: int):
     return hashlib.sha1(b"blob %d\0" % size)  # noqa: S324 -- git's id, not security
 
@@ -358,7 +359,7 @@ class Downloader:
         if spec.manual and not self.base_url:
             raise ManualDownloadRequired(self._manual_message(spec, reason="it cannot be downloaded by a script"))
         url = self.url_for(spec)
-        # one process at a time per file: a second one waits, then finds the file in place
+        # pystow lacks: a lock; one process at a time per file: a second one waits, then finds the file in place
         with file_lock(self._lock_path(spec), f"downloading {self.key}/{spec.name}"):
             if path.is_file() and not force:
                 return self._cached(spec, path)
@@ -404,11 +405,11 @@ class Downloader:
         return msg
 
     def _download(self, url: str, spec: RemoteFile, path: pathlib.Path) -> None:
-        # verified in its temporary file: a file that fails its checksum never reaches the cache
+        # pystow lacks: verifying before the file is in place (its digest check runs after clean_on_failure's block)
         with atomic_write(path, suffix=".part") as tmp:
             with tmp.open("wb") as out:
                 self._fetch(url, spec, out)
-            if spec.normalize_newlines:  # text files, a few MB: in memory
+            if spec.normalize_newlines:  # pystow lacks: checksums of the LF content (text files, a few MB: in memory)
                 tmp.write_bytes(tmp.read_bytes().replace(b"\r\n", b"\n"))
             if not spec.has_checksum:
                 logger.warning("%s: no checksum known for %s, using it unverified", self.key, url)
@@ -444,6 +445,7 @@ class Downloader:
                 + self._manual_message(spec, reason="the download failed", url=url)
             ) from error
         with response:
+            # pystow lacks: telling a confirmation page from the file
             if spec.manual and response.headers.get("Content-Type", "").startswith("text/html"):
                 # e.g. Google Drive's "cannot scan this file for viruses" confirmation page
                 raise ManualDownloadRequired(self._manual_message(spec, reason=f"{url} answered with an HTML page"))
@@ -474,6 +476,7 @@ class Downloader:
                     bar.update(len(chunk))
 
 
+# pystow lacks: any time limit (its urllib backend, urlretrieve, has no timeout; a trickling server never ends it)
 class _Watchdog:
     """Shuts a download's sockets down when it passes its deadline or stalls.
 
@@ -637,7 +640,7 @@ def safe_extract(
             entries = [(i.filename, _zip_kind(i), functools.partial(zip_file.open, i)) for i in zip_file.infolist()]
         elif tarfile.is_tarfile(archive):
             tar_file = stack.enter_context(tarfile.open(archive))
-            entries = [(m.name, _tar_kind(m), functools.partial(tar_file.extractfile, m)) for m in tar_file.getmembers()]
+            entries = [(m.name, _tar_kind(m), functools.partial(tar_file.extractfile, m)) for m in tar_file]
         else:
             raise ValueError(f"{archive} is neither a zip nor a tar archive")
         plan = []
