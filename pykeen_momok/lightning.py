@@ -86,7 +86,7 @@ from .cli import (
     _set_threads,
     _spec_option,
 )
-from .predict import CLI_FILE, CLI_FILE_VERSION
+from .predict import CLI_FILE, CLI_FILE_VERSION, METRICS
 
 __all__ = [
     "LIGHTNING_FILE",
@@ -108,12 +108,10 @@ logger = logging.getLogger(__name__)
 
 #: what :func:`train` adds to the results folder: world size, per-rank checksums, validation history, selection
 LIGHTNING_FILE = "momok_lightning.json"
-#: the validation metrics logged every validation (both sides, realistic ranks): logged name -> PyKEEN's metric
+#: the validation metrics logged every validation, those ``evaluate`` reports (both sides, realistic ranks): logged
+#: name -> PyKEEN's metric, ``val_mrr``, ``val_hits_at_1``, ``val_hits_at_3``, ``val_hits_at_10``
 VALIDATION_METRICS: Mapping[str, str] = {
-    "val_mrr": "both.realistic.inverse_harmonic_mean_rank",
-    "val_hits_at_1": "both.realistic.hits_at_1",
-    "val_hits_at_3": "both.realistic.hits_at_3",
-    "val_hits_at_10": "both.realistic.hits_at_10",
+    "val_" + key.replace("inverse_harmonic_mean_rank", "mrr"): f"both.realistic.{key}" for key in METRICS.values()
 }
 
 
