@@ -30,9 +30,8 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 
+import optuna
 import pytest
-
-optuna = pytest.importorskip("optuna")
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "hpo" / "momok_synthetic.json"
 #: the demo config made fast: 1 epoch on a 64-entity graph, and 4 metrics instead of PyKEEN's 31 (each trial
@@ -241,6 +240,7 @@ class LocalPostgres:
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=self.folder,  # the server's user may not enter the test's working folder (a root-owned clone)
         )
         if initdb.returncode != 0:
             pytest.skip(f"initdb could not create a PostgreSQL cluster:\n{initdb.stdout}\n{initdb.stderr}")
@@ -251,7 +251,10 @@ class LocalPostgres:
             command = [str(self.bin_dir / "postgres"), "-D", str(data), "-k", str(self.sockets), "-h", "127.0.0.1"]
             with self.log.open("a") as log:
                 self.process = subprocess.Popen(
-                    self._command(*command, "-p", str(self.port), *options), stdout=log, stderr=subprocess.STDOUT
+                    self._command(*command, "-p", str(self.port), *options),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.folder,
                 )
             if self._wait_ready(timeout_s=60):
                 return
