@@ -76,7 +76,7 @@ class BenchmarkSlice:
     num_instances: int
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_splits(dataset_cls: type[MMKGBenchmark], source: pathlib.Path) -> dict[str, np.ndarray]:
     """The label triples of each split, shape ``(n, 3)``, read once per dataset and session."""
     return {
@@ -232,7 +232,9 @@ class FirstBatchRecorder(TrainingCallback):
         torch.set_rng_state(self.initial_rng)
         scores = model.score_t(self.first_batch["pairs"])
         loss = model.loss.process_lcwa_scores(
-            predictions=scores, labels=self.first_batch["target"], label_smoothing=label_smoothing,
+            predictions=scores,
+            labels=self.first_batch["target"],
+            label_smoothing=label_smoothing,
             num_entities=model.num_entities,
         )
         return float(loss + model.collect_regularization_term())
@@ -312,9 +314,11 @@ def test_benchmark_config_one_epoch_on_a_slice(name: str, tmp_path: pathlib.Path
     recorder = FirstBatchRecorder()
     config["pipeline"]["training_kwargs"]["callbacks"] = recorder  # an observer: it changes nothing it sees
     result = pipeline_from_config(config)
-    print(f"MEASURED {name}: slice of {data.num_entities} entities, {dict(data.num_triples)} triples, "
-          f"{data.num_instances} instances; batch losses {recorder.batch_losses}; train {result.train_seconds:.1f} s, "
-          f"evaluate {result.evaluate_seconds:.1f} s")
+    print(
+        f"MEASURED {name}: slice of {data.num_entities} entities, {dict(data.num_triples)} triples, "
+        f"{data.num_instances} instances; batch losses {recorder.batch_losses}; train {result.train_seconds:.1f} s, "
+        f"evaluate {result.evaluate_seconds:.1f} s"
+    )
 
     # it trained: one epoch, every batch loss finite, and the trained model's loss on the first batch (same
     # dropout masks) is below the initial model's, whose recomputation matches what the loop recorded
