@@ -237,7 +237,7 @@ class FirstBatchRecorder(TrainingCallback):
             label_smoothing=label_smoothing,
             num_entities=model.num_entities,
         )
-        return float(loss + model.collect_regularization_term())
+        return (loss + model.collect_regularization_term()).item()
 
 
 def _differences(original: Any, changed: Any, path: str = "") -> set[str]:
