@@ -16,9 +16,9 @@
   forward would hang the ranks whose validation shard has a batch fewer);
 - validation is PyKEEN's filtered :class:`~pykeen.evaluation.RankBasedEvaluator` on PyKEEN's 1-N evaluation
   dataset, sharded over the ranks without padding; the ranks are gathered before the metrics are computed, so the
-  numbers are exactly those of a single process. They are logged as ``val_mrr``, ``val_hits_at_1``,
-  ``val_hits_at_3``, ``val_hits_at_10`` (both sides, realistic ranks) for ``ModelCheckpoint(monitor="val_mrr")``
-  and early stopping;
+  numbers are those of a single process (up to the order of float32 sums). They are logged as ``val_mrr``,
+  ``val_hits_at_1``, ``val_hits_at_3``, ``val_hits_at_10`` (both sides, realistic ranks) for
+  ``ModelCheckpoint(monitor="val_mrr")`` and early stopping;
 - at the end of training a checksum of the model's ``state_dict`` is compared across the ranks
   (:attr:`MoMoKLitModule.rank_checksums`).
 
@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -801,24 +802,31 @@ def train(
                 larger_is_better=larger,
             )
             callbacks.append(early)
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.loggers import CSVLogger
 
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=ddp_strategy() if devices * num_nodes > 1 else "auto",
-        max_epochs=settings.num_epochs,
-        log_every_n_steps=1,  # the per-step training loss into lightning_logs/metrics.csv
-        check_val_every_n_epoch=validation_frequency or 1,
-        limit_val_batches=1.0 if validation_frequency else 0,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-        enable_checkpointing=checkpoint is not None,
-        logger=CSVLogger(save_dir=str(out), name="", version="lightning_logs"),
-        enable_progress_bar=progress,
-        default_root_dir=str(out),
-    )
+    try:
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=ddp_strategy() if devices * num_nodes > 1 else "auto",
+            max_epochs=settings.num_epochs,
+            log_every_n_steps=1,  # the per-step training loss into lightning_logs/metrics.csv
+            check_val_every_n_epoch=validation_frequency or 1,
+            limit_val_batches=1.0 if validation_frequency else 0,
+            num_sanity_val_steps=0,
+            callbacks=callbacks,
+            enable_checkpointing=checkpoint is not None,
+            logger=CSVLogger(save_dir=str(out), name="", version="lightning_logs"),
+            enable_progress_bar=progress,
+            default_root_dir=str(out),
+        )
+    except MisconfigurationException as error:
+        # e.g. GPUs asked for where there are none, or more devices than there are
+        raise SettingsError(
+            f"Lightning refused accelerator={accelerator!r}, devices={devices}, num_nodes={num_nodes}: {error}"
+        ) from None
     with warnings.catch_warnings():
         # the data are in memory: worker processes would only copy them
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -976,9 +984,12 @@ def command(config, dataset, directory, dataset_kwargs, devices, num_nodes, acce
         pipeline_kwargs["random_seed"] = seed
     try:
         settings = lightning_settings(pipeline_kwargs, where=repr(str(config)))
-    except ValueError as error:
+    except SettingsError as error:
         raise OptionError(str(error), param_hint="--config") from None
     _set_logging(verbose)
+    if threads:
+        # Lightning's launcher sets each process's threads (cores / processes) unless OMP_NUM_THREADS is set
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     _set_threads(threads)
     built = _build_dataset(spec, _spec_option(spec))
     try:
@@ -999,7 +1010,7 @@ def command(config, dataset, directory, dataset_kwargs, devices, num_nodes, acce
                 "launcher": "pykeen_momok.lightning",
             },
         )
-    except ValueError as error:
+    except SettingsError as error:
         raise click.UsageError(str(error)) from None
     if result is not None:
         click.echo(f"\nTest set of the {spec.describe()}: filtered, realistic ranks")

@@ -228,3 +228,8 @@ def test_command_errors_exit_with_status_2(tmp_path: pathlib.Path, capsys: pytes
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(config), "--accelerator", "cpu", "-o", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "refused before training started" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--config", str(_write_config(tmp_path, PIPELINE)), "--accelerator", "gpu",
+                  "-o", str(tmp_path / "out")])
+        assert exit_info.value.code == 2 and "Lightning refused accelerator='gpu'" in capsys.readouterr().err
