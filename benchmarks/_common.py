@@ -141,6 +141,19 @@ def set_per_query(model, per_query: bool) -> None:
     model.recompute_candidates = not per_query
 
 
+def set_contraction_path(model, path: str | None) -> None:
+    """Pin the masked core contraction of every Tucker head of a MoMoK to ``path`` (``None``: the process setting).
+
+    ``"torch"`` / ``"triton"`` / ``"auto"``: see :mod:`pykeen_momok.nn.tucker` (the base-modality heads' distinct
+    relation matrices and the joint head's per-query relation vectors each have their own Triton kernels).
+    """
+    heads = list(model.interaction.heads)
+    if model.interaction.joint:
+        heads.append(model.interaction.joint_head)
+    for head in heads:
+        head.contraction_path = path
+
+
 def build_tucker(training, device: torch.device, seed: int = 0, embedding_dim: int = 300, relation_dim: int = 256):
     """PyKEEN's own TuckER at the same sizes (its default loss, dropouts and batch norms)."""
     from pykeen.models import TuckER

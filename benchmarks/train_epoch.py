@@ -9,7 +9,11 @@ plus one fresh child process per configuration for its peak memory::
 
 Configurations (``--configs``; all share the data, MoMoK's two paths share one set of weights):
 
-- ``momok@B``: MoMoK as shipped (fused core contraction, candidate recomputation), batch ``B``;
+- ``momok@B``: MoMoK as shipped (fused core contraction, candidate recomputation), batch ``B``, its Tucker heads
+  on the process-wide core contraction path (``"auto"`` unless ``PYKEEN_MOMOK_TUCKER_PATH`` says otherwise: the
+  PyTorch path on CPU, the faster of PyTorch and Triton on CUDA, timed once per shape);
+- ``momok-torch@B`` / ``momok-triton@B``: the same with the masked core contraction pinned to the PyTorch
+  chunked path / the Triton kernels (``nn/tucker_triton.py``; CUDA, or CPU under ``TRITON_INTERPRET=1``);
 - ``per-query@B``: the same model switched to the reference's way (``fused=False``: one ``d x d`` matrix per
   query with ``F.dropout``; ``recompute_candidates=False``), the "per-query implementation" of issue 4;
 - ``tucker@B``: PyKEEN's ``TuckER`` (``embedding_dim=300, relation_dim=256``, its default loss), LCWA 1-N.
@@ -19,7 +23,9 @@ repeat every configuration first takes ``--warmup`` untimed steps, then ``--batc
 runs one configuration back to back, and the first step after another configuration pays one-off costs
 (on this VM mostly page faults of memory the other one freed: PyKEEN's TuckER at batch 256 took ~20 s
 for that step, 5-11 s for the next). The epoch time is the median timed step times the number of LCWA
-batches of an epoch (unique (h, r) pairs of the training triples with inverses / batch size, rounded up).
+batches of an epoch (unique (h, r) pairs of the training triples with inverses / batch size, rounded up);
+``projection_h`` is that epoch time times ``--projection-epochs`` (2,000: the reference's MKG-Y run), in hours,
+training steps only (no evaluation).
 
 Peak memory: one fresh child process per configuration (run before the timings, while this process is
 small), which loads the data, builds the model and takes ``--memory-steps`` steps; its peak resident set
@@ -69,17 +75,29 @@ GOALS = {
 }
 
 
+#: configuration kinds: MoMoK's core contraction path pinned per kind (None: the process-wide setting)
+MOMOK_PATHS = {"momok": None, "momok-torch": "torch", "momok-triton": "triton", "per-query": None}
+KINDS = (*MOMOK_PATHS, "tucker")
+
+
 def parse_config(name: str) -> tuple[str, int]:
     kind, _, size = name.partition("@")
-    if kind not in {"momok", "per-query", "tucker"} or not size.isdigit():
-        raise argparse.ArgumentTypeError(f"bad configuration {name!r}; expected momok@B, per-query@B or tucker@B")
+    if kind not in KINDS or not size.isdigit() or int(size) < 1:
+        raise argparse.ArgumentTypeError(f"bad configuration {name!r}; expected KIND@B with KIND in {', '.join(KINDS)}")
     return kind, int(size)
+
+
+def switch(model, kind: str) -> None:
+    """Put the (shared) MoMoK on the way ``kind`` trains: per-query reference, or fused on its contraction path."""
+    common.set_per_query(model, kind == "per-query")
+    common.set_contraction_path(model, MOMOK_PATHS[kind])
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR), help="the MKG-Y folder (read only)")
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="kind@batch_size, kind in momok, per-query, tucker")
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help=f"kind@batch_size, kind in {', '.join(KINDS)}")
+    parser.add_argument("--projection-epochs", type=int, default=2000, help="epochs of the projected full run (reference: 2000)")
     parser.add_argument("--batches", type=int, default=1, help="timed batches per configuration and repeat")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median over all timed batches)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed batches per configuration before each repeat's timed ones")
@@ -169,7 +187,7 @@ def build(kind: str, training, device: torch.device, seed: int):
     if kind == "tucker":
         return common.build_tucker(training, device, seed=seed)
     model = common.build_momok(training, device, seed=seed)
-    common.set_per_query(model, kind == "per-query")
+    switch(model, kind)
     return model
 
 
@@ -178,7 +196,7 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> dict[s
     trainers: dict[str, common.Trainer] = {}
     kinds = {parse_config(c)[0] for c in configs}
     momok_trainer = None
-    if kinds & {"momok", "per-query"}:
+    if kinds - {"tucker"}:
         # one set of weights (and one Adam state) for both of MoMoK's paths
         momok_trainer = common.Trainer(build("momok", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed)
     tucker_trainer = None
@@ -191,7 +209,7 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> dict[s
         kind, batch_size = parse_config(config)
         trainer = trainers[config]
         if kind != "tucker":
-            common.set_per_query(trainer.model, kind == "per-query")
+            switch(trainer.model, kind)
         return trainer.step(trainer.batch(batch_size))
 
     results: dict[str, dict[str, Any]] = {c: dict(config=c, steps=[], warmup_steps=[]) for c in configs}
@@ -222,6 +240,15 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> dict[s
             result[f"{part}_s"] = common.median([s[part] for s in result["steps"]])
         result["batches_per_epoch"] = math.ceil(pairs / batch_size)
         result["epoch_s"] = result["batch_s"] * result["batches_per_epoch"]
+        result["projection_epochs"] = args.projection_epochs
+        result["projection_h"] = result["epoch_s"] * args.projection_epochs / 3600
+    if trainers and any(parse_config(c)[0] != "tucker" for c in configs):
+        # which path "auto" took for each shape it met (empty on CPU, where it takes PyTorch's without timing)
+        from pykeen_momok.nn.tucker import core_contraction_choices
+
+        choices = {" ".join(map(str, key)): dict(path=path, seconds=times) for key, (path, times) in core_contraction_choices().items()}
+        for result in results.values():
+            result["auto_choices"] = choices
     return results
 
 
@@ -287,8 +314,8 @@ def main() -> None:
     )
     columns = [
         "config", "batch_size", "batch_s", "batch_s_min", "batch_s_max", "forward_s", "backward_s", "optimizer_s",
-        "estimator_s", "batches_per_epoch", "epoch_s", "peak_gb", "peak_above_baseline_gb", "baseline_rss_gb",
-        "cuda_peak_gb",
+        "estimator_s", "batches_per_epoch", "epoch_s", "projection_h", "peak_gb", "peak_above_baseline_gb",
+        "baseline_rss_gb", "cuda_peak_gb",
     ]  # fmt: skip
     path, csv_path = common.write_results(args.out, out, list(results.values()), columns)
     print(f"wrote {path} and {csv_path} ({out['wall_seconds']:.0f} s in all)")
@@ -299,19 +326,30 @@ def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]])
         return format(value, spec) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
 
     print()
-    header = f"{'config':>16} {'batch s (min-max)':>20} {'fwd':>6} {'bwd':>6} {'opt':>5} {'est':>5} {'batches':>7} {'epoch s':>8} {'epoch min':>9} {'peak GB':>8} {'>base GB':>8}"
+    projection = next(iter(results.values()), {}).get("projection_epochs", 2000)
+    header = (
+        f"{'config':>18} {'batch s (min-max)':>20} {'fwd':>6} {'bwd':>6} {'opt':>5} {'est':>5} {'batches':>7} "
+        f"{'epoch s':>8} {'epoch min':>9} {f'{projection} ep h':>9} {'peak GB':>8} {'>base GB':>8} {'cuda GB':>8}"
+    )
     print(header)
     print("-" * len(header))
     for r in results.values():
-        spread = f"{fmt(r['batch_s'])} ({fmt(r['batch_s_min'])}-{fmt(r['batch_s_max'])})"
+        spread = f"{fmt(r['batch_s'], '.3f')} ({fmt(r['batch_s_min'], '.3f')}-{fmt(r['batch_s_max'], '.3f')})"
         print(
-            f"{r['config']:>16} {spread:>20} {fmt(r['forward_s']):>6} {fmt(r['backward_s']):>6} "
-            f"{fmt(r['optimizer_s']):>5} {fmt(r['estimator_s']):>5} {r['batches_per_epoch']:>7} {fmt(r['epoch_s'], '.0f'):>8} "
-            f"{fmt(r['epoch_s'] / 60, '.1f'):>9} {fmt(r.get('peak_gb')):>8} {fmt(r.get('peak_above_baseline_gb')):>8}"
+            f"{r['config']:>18} {spread:>20} {fmt(r['forward_s'], '.3f'):>6} {fmt(r['backward_s'], '.3f'):>6} "
+            f"{fmt(r['optimizer_s']):>5} {fmt(r['estimator_s']):>5} {r['batches_per_epoch']:>7} {fmt(r['epoch_s'], '.1f'):>8} "
+            f"{fmt(r['epoch_s'] / 60, '.2f'):>9} {fmt(r['projection_h'], '.2f'):>9} {fmt(r.get('peak_gb')):>8} "
+            f"{fmt(r.get('peak_above_baseline_gb')):>8} {fmt(r.get('cuda_peak_gb')):>8}"
         )
         status = (r.get("memory") or {}).get("status")
         if status and status != "ok":
-            print(f"{'':>16} memory: {status}")
+            print(f"{'':>18} memory: {status}")
+    choices = next(iter(results.values()), {}).get("auto_choices")
+    if choices:
+        print("core contraction path chosen by 'auto' (contraction device dtype B d: path, median seconds of forward + backward):")
+        for key, choice in choices.items():
+            times = ", ".join(f"{path} {seconds * 1e3:.2f} ms" for path, seconds in choice["seconds"].items())
+            print(f"  {key}: {choice['path']} ({times or 'not timed'})")
     print()
     for label, goal in goals.items():
         paired = ""

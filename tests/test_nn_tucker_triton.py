@@ -34,7 +34,8 @@ from pykeen_momok.nn.tucker import (  # noqa: E402
 
 pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[tests]' installs it)")
 
-from test_model_oracle import NO_RANDOMNESS, _assert_same_gradients, _batch, _loss, _pair, tiny  # noqa: E402,F401
+from test_model_oracle import NO_RANDOMNESS, _assert_same_gradients, _batch, _loss, _pair  # noqa: E402
+from test_model_oracle import tiny as tiny_graph  # noqa: E402,F401  (a fixture, under this name here)
 from test_nn_tucker import _grads, _problem, per_query_core_contraction  # noqa: E402
 
 from pykeen_momok.nn import tucker_triton  # noqa: E402
@@ -70,7 +71,11 @@ def _on(device, *tensors):
 
 
 def philox_keep(seed: int, num_queries: int, dim: int, drop_levels: int) -> torch.Tensor:
-    """Keep masks ``(B, d, d)``: entry ``(b, i, j)`` has counter ``(b*d + i)*d + j``; kept iff ``word >> 16 >= levels``."""
+    """Keep masks ``(B, d, d)``: entry ``(b, i, j)`` has counter ``(b*d + i)*d + j``, kept iff ``word >> 16 >= levels``.
+
+    Philox-4x32-10 (Salmon et al. 2011) as Triton's ``tl.randint``: key ``(seed_lo, seed_hi)``, counter
+    ``(offset_lo, offset_hi, 0, 0)``, the first output word.
+    """
     counter = np.arange(num_queries * dim * dim, dtype=np.uint64)
     mask32 = np.uint64(0xFFFFFFFF)
     c0, c1 = counter & mask32, counter >> np.uint64(32)
@@ -99,7 +104,10 @@ SMALL_BLOCKS = dict(query=2, row=8, col=8)  # tiles that do not divide d = 12: t
 def test_masks_are_philox_bits_whatever_the_tiles(device, seed):
     B, d = 5, 12
     expected = philox_keep(seed, B, d, DROP_LEVELS)
-    for blocks in (tucker_triton.TritonBlockSizes(**SMALL_BLOCKS), tucker_triton.TritonBlockSizes(query=4, row=16, col=4)):
+    for blocks in (
+        tucker_triton.TritonBlockSizes(**SMALL_BLOCKS),
+        tucker_triton.TritonBlockSizes(query=4, row=16, col=4),
+    ):
         masks = tucker_triton.triton_core_dropout_masks(seed, B, d, DROP_LEVELS, device=device, blocks=blocks)
         assert masks.dtype == torch.bool and masks.shape == (B, d, d) and masks.device.type == device.type
         assert torch.equal(masks.cpu(), expected)
@@ -136,6 +144,49 @@ def test_kernel_matches_per_query_oracle(device, monkeypatch, dtype, tol, piece)
     torch.testing.assert_close(z, expected, rtol=tol, atol=tol)
     for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W)), strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+PER_QUERY_BLOCKS = [
+    dict(query=16, row=4, col=8, k=16),  # tiles that do not divide d = 12 or d_r = 5
+    dict(query=16, row=16, col=16, k=16),  # one tile per matrix
+]
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("blocks", PER_QUERY_BLOCKS)
+def test_per_query_kernels_match_oracle(device, monkeypatch, dtype, tol, blocks):
+    """Relation vectors per query (the joint head): values and gradients of x, r and the core."""
+    monkeypatch.setattr(tucker_triton, "DEFAULT_GEMM_BLOCKS", tucker_triton.TritonGemmBlockSizes(**blocks))
+    x, rel, W, ids = _on(device, *_problem(dtype, B=8, d=12, d_r=5, R=3, seed=2))
+    B, d = x.shape
+    r = rel[ids] * torch.linspace(0.5, 1.5, B, dtype=dtype, device=device).unsqueeze(1)  # all rows distinct
+    seed = 99
+    z = tucker.fused_core_contraction_per_query(x, r, W, p=P, seed=seed, path="triton")
+    masks = core_dropout_masks(seed, B, d, P, device=device, path="triton")
+    expected = per_query_core_contraction(x, r, W, masks, core_dropout_threshold(P)[2])
+    torch.testing.assert_close(z, expected, rtol=tol, atol=tol)
+    for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W)), strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    # the same masks as the distinct-relation kernels: the same function where the relation vectors repeat
+    uniq, index = torch.unique(ids, return_inverse=True)
+    matrices = torch.mm(rel[uniq], W.view(W.shape[0], -1)).view(-1, d, d)
+    distinct = fused_core_contraction(x, matrices, index, p=P, seed=seed, path="triton")
+    per_query = tucker.fused_core_contraction_per_query(x, rel[ids], W, p=P, seed=seed, path="triton")
+    torch.testing.assert_close(distinct, per_query, rtol=tol, atol=tol)
+
+
+def test_per_query_kernels_only_what_is_needed(device):
+    """Gradients only for the inputs that need them; the saved tensors are the inputs alone."""
+    x, rel, W, ids = _on(device, *_problem(torch.float64, B=6, d=8, d_r=4, R=2))
+    r = rel[ids].detach()
+    z = tucker.fused_core_contraction_per_query(x, r, W.detach(), p=P, seed=3, path="triton")
+    node = z.grad_fn.next_functions[0][0]
+    assert isinstance(node, tucker_triton._TritonPerQueryCoreContraction._backward_cls)
+    assert sum(t.numel() for t in node.saved_tensors) == 6 * 8 + 6 * 4 + 4 * 8 * 8
+    (grad_x,) = torch.autograd.grad(z.sum(), (x,))
+    masks = core_dropout_masks(3, 6, 8, P, device=device, path="triton")
+    expected = per_query_core_contraction(x, r, W.detach(), masks, core_dropout_threshold(P)[2])
+    torch.testing.assert_close(grad_x, torch.autograd.grad(expected.sum(), (x,))[0])
 
 
 def test_kernel_with_absent_relations_and_half_precision(device, monkeypatch):
@@ -206,33 +257,35 @@ def test_head_on_the_triton_path_matches_composed_oracle(device, use_ids):
     ids = torch.randint(0, R, (B,), device=device)
     if use_ids:
         z, r_per_query = head(e, ids, rel), rel[ids]
-    else:  # per-query relation vectors: no Triton kernel, the PyTorch per-query path and its masks
+    else:  # per-query relation vectors: the per-query kernels
         r_per_query = rel[ids] + 0.01 * torch.randn(B, d_r, dtype=torch.float64, device=device)
         z = head(e, r=r_per_query)
-    assert head.last_core_path == ("triton" if use_ids else "torch")
+    assert head.last_core_path == "triton"
     masks = core_dropout_masks(
         head.last_core_seed, B, d, P, device=device, chunk_size=head.chunk_size(device), path=head.last_core_path
     )
-    expected = ref.bn1(per_query_core_contraction(ref.bn0(e), r_per_query, ref.core, masks, core_dropout_threshold(P)[2]))
+    expected = ref.bn1(
+        per_query_core_contraction(ref.bn0(e), r_per_query, ref.core, masks, core_dropout_threshold(P)[2])
+    )
     torch.testing.assert_close(z, expected)
     for a, b in zip(_grads(z, (e, rel, head.core)), _grads(expected, (e, rel, ref.core)), strict=True):
         torch.testing.assert_close(a, b)
 
 
-def test_model_on_the_triton_path_equals_per_query_with_the_same_masks(device, tiny, monkeypatch):
+def test_model_on_the_triton_path_equals_per_query_with_the_same_masks(device, tiny_graph, monkeypatch):  # noqa: F811
     """Whole MoMoK, core dropout on: the per-query model (``fused=False``) fed with the masks each head drew."""
     set_core_contraction_path("triton")
-    fused, per_query = _pair(tiny.training, **dict(NO_RANDOMNESS, core_dropout=P, mi_weight=0.0))
+    fused, per_query = _pair(tiny_graph.training, **dict(NO_RANDOMNESS, core_dropout=P, mi_weight=0.0))
     fused, per_query = fused.to(device), per_query.to(device)
     heads = [*fused.interaction.heads, fused.interaction.joint_head]
-    pairs, labels = _batch(tiny.training)
+    pairs, labels = _batch(tiny_graph.training)
     pairs, labels = pairs[:8].to(device), labels[:8].to(device)
     fused.train()
     per_query.train()
     heads_a, loss_a = _loss(fused, pairs, labels)
     loss_a.backward()
-    # the base-modality heads take the kernel; the joint head's relation vectors are per query: PyTorch
-    assert [head.last_core_path for head in heads] == ["triton"] * len(fused.interaction.heads) + ["torch"]
+    # the base-modality heads take the distinct-relation kernels, the joint head (per-query relations) the GEMM ones
+    assert [head.last_core_path for head in heads] == ["triton"] * len(heads)
     scale = core_dropout_threshold(P)[2]
     queue = [
         core_dropout_masks(
@@ -317,6 +370,13 @@ def test_kernel_argument_checks(device):
         tucker_triton.triton_core_contraction(x, m, index, -1, DROP_LEVELS)
     with pytest.raises(ValueError, match="power of two"):
         tucker_triton.TritonBlockSizes(row=24)
+    with pytest.raises(ValueError, match=r"expected x \(B, d\), r \(B, d_r\) and core \(d_r, d, d\)"):
+        tucker_triton.triton_core_contraction_per_query(x, torch.randn(4, 3), torch.randn(3, 8, 7), 1, DROP_LEVELS)
+    with pytest.raises(TypeError, match="x and r, core must share"):
+        r3, w3 = torch.randn(4, 3, device=device), torch.randn(3, 8, 8, device=device)
+        tucker_triton.triton_core_contraction_per_query(x, r3.double(), w3, 1, DROP_LEVELS)
+    with pytest.raises(ValueError, match="tl.dot needs query >= 16"):
+        tucker_triton.TritonGemmBlockSizes(query=8)
 
 
 # CUDA: the compiled kernels at a larger shape, default tiles, and the "auto" timing --------------------------------
@@ -324,6 +384,7 @@ def test_kernel_argument_checks(device):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the kernels compile for CUDA only)")
 def test_cuda_kernels_match_oracle_and_auto_times_both_paths():
+    """Compiled kernels at default tiles (both contractions) and the "auto" timing; float32 at TF32 off."""
     device = torch.device("cuda")
     ok, reason = tucker_triton.triton_availability(device)
     assert ok, reason
@@ -342,7 +403,16 @@ def test_cuda_kernels_match_oracle_and_auto_times_both_paths():
         torch.testing.assert_close(z, expected, rtol=1e-4, atol=1e-4)
         for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W)), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    head = TuckerHead(40, 8).to(device).train()  # "auto": times both paths once for this shape
+    r = rel[ids] * torch.linspace(0.5, 1.5, 70, device=device).unsqueeze(1)
+    z = tucker_triton.triton_core_contraction_per_query(x, r, W, seed, DROP_LEVELS) * scale
+    expected = per_query_core_contraction(x, r, W, masks, scale)
+    torch.testing.assert_close(z, expected, rtol=1e-4, atol=1e-4)
+    for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    head = TuckerHead(40, 8).to(device).train()  # "auto": times both paths once per shape and contraction
     head(torch.randn(70, 40, device=device), ids, rel.detach())
-    choice, times = core_contraction_choices()[(str(device), "float32", 70, 40)]
+    choice, times = core_contraction_choices()[("distinct", str(device), "float32", 70, 40)]
+    assert choice == head.last_core_path and set(times) == {"torch", "triton"}
+    head(torch.randn(70, 40, device=device), r=r.detach().requires_grad_())
+    choice, times = core_contraction_choices()[("per-query", str(device), "float32", 70, 40)]
     assert choice == head.last_core_path and set(times) == {"torch", "triton"}

@@ -46,16 +46,18 @@ Paths. The masked distinct-relation contraction (training with core dropout) has
 the chunked PyTorch one above, and ``"triton"``, the kernels of :mod:`pykeen_momok.nn.tucker_triton` (masks drawn
 from Triton's Philox inside the contraction; same dropout rate, scale and placement, other random bits; no atomics).
 ``"auto"`` (the default) takes ``"torch"`` on every device but CUDA; on CUDA with triton installed it times both
-once per ``(device, dtype, B, d)`` on first use (fixed seeds, the global RNG untouched) and keeps the faster
+once per ``(contraction, device, dtype, B, d)`` on first use (fixed seeds, the global RNG untouched) and keeps the faster
 (:func:`core_contraction_choices`). The setting: :func:`set_core_contraction_path`, else the environment variable
 ``PYKEEN_MOMOK_TUCKER_PATH``, else ``"auto"``; a :class:`TuckerHead` may override it (``contraction_path=``).
-Evaluation, a core dropout of 0 and the per-query contraction (relation vectors per query) always take the
-PyTorch code: they have no per-query mask (evaluation) or no Triton kernel (per-query).
+The per-query contraction (relation vectors per query: the joint head) has the same two paths and its own
+``"auto"`` choice; its Triton kernels rebuild the tiles of ``r_b W`` they need with ``tl.dot``. Evaluation and a
+core dropout of 0 always take the PyTorch code (no per-query masks, so per-relation GEMMs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import statistics
@@ -106,8 +108,8 @@ CORE_CONTRACTION_PATH_ENV = "PYKEEN_MOMOK_TUCKER_PATH"
 AUTO_TIMING_REPEATS = 3
 
 _path_setting: str | None = None
-#: the "auto" choices made so far: ``(device, dtype, B, d) -> (path, {path: median seconds})``
-_auto_choices: dict[tuple[str, str, int, int], tuple[str, dict[str, float]]] = {}
+#: the "auto" choices made so far: ``(contraction, device, dtype, B, d) -> (path, {path: median seconds})``
+_auto_choices: dict[tuple[str, str, str, int, int], tuple[str, dict[str, float]]] = {}
 
 
 def _checked_path(path: str, where: str) -> str:
@@ -127,15 +129,18 @@ def set_core_contraction_path(path: str | None) -> None:
 
 
 def get_core_contraction_path() -> str:
-    """The process-wide setting: :func:`set_core_contraction_path`'s, else ``$PYKEEN_MOMOK_TUCKER_PATH``, else ``"auto"``."""
+    """The process-wide path: :func:`set_core_contraction_path`'s, else ``$PYKEEN_MOMOK_TUCKER_PATH``'s, else auto."""
     if _path_setting is not None:
         return _path_setting
     value = os.environ.get(CORE_CONTRACTION_PATH_ENV, "").strip()
     return _checked_path(value, f"environment variable {CORE_CONTRACTION_PATH_ENV}") if value else "auto"
 
 
-def core_contraction_choices(clear: bool = False) -> dict[tuple[str, str, int, int], tuple[str, dict[str, float]]]:
-    """The choices ``"auto"`` has made: ``(device, dtype, B, d) -> (path, {path: median seconds of forward + backward})``.
+def core_contraction_choices(clear: bool = False) -> dict[tuple[str, str, str, int, int], tuple[str, dict[str, float]]]:
+    """The choices ``"auto"`` has made: ``(contraction, device, dtype, B, d) -> (path, {path: median seconds})``.
+
+    ``contraction`` is ``"distinct"`` (relation ids) or ``"per-query"`` (relation vectors per query); the seconds
+    are of one forward + backward of the masked contraction on each path timed (none where triton is unavailable).
 
     :param clear: forget them afterwards (the next training forward of each shape times the paths again)
     """
@@ -554,7 +559,11 @@ def _fused_core_contraction(x, matrices, index, p, training, seed, chunk_size, p
         if threshold is None:
             return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size), None
         if path == "auto":
-            path = _auto_path(x, matrices, index, threshold, scale, chunk_size)
+
+            def run(path_, seed__, leaves):
+                return _masked_distinct(path_, leaves[0], leaves[1], index, seed__, threshold, scale, chunk_size)
+
+            path = _auto_path("distinct", run, (x, matrices))
         return _masked_distinct(path, x, matrices, index, seed_, threshold, scale, chunk_size), path
 
 
@@ -566,12 +575,26 @@ def _masked_distinct(path, x, matrices, index, seed, threshold, scale, chunk_siz
     return _DistinctCoreContraction.apply(x, matrices, index, seed, threshold, scale, chunk_size)
 
 
-def _auto_path(x, matrices, index, threshold, scale, chunk_size) -> str:
-    """The ``"auto"`` choice for these shapes: ``"torch"`` off CUDA or without triton, else the faster one, timed once."""
+def _masked_per_query(path, x, r, core, seed, threshold, scale, chunk_size, gemm_chunks) -> torch.Tensor:
+    """The masked per-query contraction on ``path`` (``"torch"`` or ``"triton"``), scaled."""
+    if path == "triton":
+        z = _triton_module().triton_core_contraction_per_query(x, r, core, seed, threshold - _INT16_MIN)
+        return z * scale if scale != 1.0 else z
+    return _PerQueryCoreContraction.apply(x, r, core, seed, threshold, scale, chunk_size, gemm_chunks)
+
+
+def _auto_path(contraction: str, run, leaves: tuple[torch.Tensor, ...]) -> str:
+    """The ``"auto"`` choice: ``"torch"`` off CUDA or without triton, else the faster one, timed once per shape.
+
+    :param contraction: ``"distinct"`` or ``"per-query"`` (part of the key)
+    :param run: ``run(path, seed, leaves)``: the masked contraction on ``path`` with ``leaves`` as its float inputs
+    :param leaves: the float inputs, ``x`` first
+    """
+    x = leaves[0]
     device = x.device
     if device.type != "cuda":
         return "torch"
-    key = (str(device), str(x.dtype).removeprefix("torch."), int(x.shape[0]), int(x.shape[1]))
+    key = (contraction, str(device), str(x.dtype).removeprefix("torch."), int(x.shape[0]), int(x.shape[1]))
     if key in _auto_choices:
         return _auto_choices[key][0]
     reason = triton_unavailable_reason(device)
@@ -582,7 +605,7 @@ def _auto_path(x, matrices, index, threshold, scale, chunk_size) -> str:
     times: dict[str, float] = {}
     for path in ("torch", "triton"):
         try:
-            times[path] = _time_masked(path, x, matrices, index, threshold, scale, chunk_size)
+            times[path] = _time_masked(functools.partial(run, path), leaves)
         except Exception as error:  # a kernel that fails to compile on this GPU must not stop training
             if path == "torch":
                 raise
@@ -599,27 +622,25 @@ def _auto_path(x, matrices, index, threshold, scale, chunk_size) -> str:
     return choice
 
 
-def _time_masked(path, x, matrices, index, threshold, scale, chunk_size) -> float:
-    """Median seconds of one forward + backward of the masked contraction on ``path``, on copies of the inputs.
+def _time_masked(run, leaves: tuple[torch.Tensor, ...]) -> float:
+    """Median seconds of one forward + backward of ``run(seed, leaves)``, on detached copies of the inputs.
 
     A fixed seed (0): the global RNG is not touched, so a run draws the same random numbers whatever is timed.
     """
-    x = x.detach().requires_grad_()
-    matrices = matrices.detach().requires_grad_()
-    grad = torch.ones_like(x)
+    leaves = tuple(leaf.detach().requires_grad_() for leaf in leaves)
+    grad = torch.ones_like(leaves[0])
 
-    def run() -> None:
+    def step() -> None:
         with torch.enable_grad():
-            z = _masked_distinct(path, x, matrices, index, 0, threshold, scale, chunk_size)
-            torch.autograd.grad(z, (x, matrices), grad)
+            torch.autograd.grad(run(0, leaves), leaves, grad)
 
-    run()  # warm-up: Triton compiles its kernels here, the allocator settles
+    step()  # warm-up: Triton compiles its kernels here, the allocator settles
     seconds = []
     for _ in range(AUTO_TIMING_REPEATS):
-        torch.cuda.synchronize(x.device)
+        torch.cuda.synchronize(leaves[0].device)
         start = time.perf_counter()
-        run()
-        torch.cuda.synchronize(x.device)
+        step()
+        torch.cuda.synchronize(leaves[0].device)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -633,26 +654,46 @@ def fused_core_contraction_per_query(
     seed: int | None = None,
     chunk_size: int | None = None,
     gemm_chunks: int | None = None,
+    path: str = "torch",
 ) -> torch.Tensor:
     """``z_b = x_b @ dropout_b((r_b W).view(d, d))`` in chunks, with per-query relation vectors.
 
     :param x: shape ``(B, d)``
     :param r: shape ``(B, d_r)``
     :param core: ``W``, shape ``(d_r, d, d)``
-    :param gemm_chunks: mask chunks per GEMM block (default: :func:`default_gemm_chunks`); does not change
-        the masks
-    :return: shape ``(B, d)``; the same masks as :func:`fused_core_contraction` for equal seed/chunking
+    :param gemm_chunks: mask chunks per GEMM block of the ``"torch"`` path (default: :func:`default_gemm_chunks`);
+        does not change the masks
+    :param path: ``"torch"``, ``"triton"`` or ``"auto"``, as for :func:`fused_core_contraction`; without masks
+        every path runs the PyTorch code
+    :return: shape ``(B, d)``; the same masks as :func:`fused_core_contraction` for equal seed, chunking and path
     """
+    return _fused_core_contraction_per_query(x, r, core, p, training, seed, chunk_size, gemm_chunks, path)[0]
+
+
+def _fused_core_contraction_per_query(
+    x, r, core, p, training, seed, chunk_size, gemm_chunks, path
+) -> tuple[torch.Tensor, str | None]:
+    """:func:`fused_core_contraction_per_query`, and the path that drew the masks (``None`` without masks)."""
+    _checked_path(path, "fused_core_contraction_per_query")
     seed_, threshold, scale = _dropout_args(p, training, seed)
     if chunk_size is None:
         chunk_size = default_chunk_size(x.shape[-1], x.device)
     if gemm_chunks is None:
         gemm_chunks = default_gemm_chunks(chunk_size, x.shape[-1], x.device)
+    gemm_chunks = max(1, int(gemm_chunks))
     if threshold is not None and scale == 0.0:
-        return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum())
+        return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum()), None
     with _autocast_disabled(x.device.type):  # the contraction runs in the inputs' promoted dtype
         x, r, core = _promoted(x, r, core)
-        return _PerQueryCoreContraction.apply(x, r, core, seed_, threshold, scale, chunk_size, max(1, int(gemm_chunks)))
+        if threshold is None:
+            return _PerQueryCoreContraction.apply(x, r, core, seed_, threshold, scale, chunk_size, gemm_chunks), None
+        if path == "auto":
+
+            def run(path_, seed__, leaves):
+                return _masked_per_query(path_, *leaves, seed__, threshold, scale, chunk_size, gemm_chunks)
+
+            path = _auto_path("per-query", run, (x, r, core))
+        return _masked_per_query(path, x, r, core, seed_, threshold, scale, chunk_size, gemm_chunks), path
 
 
 class TuckerHead(nn.Module):
@@ -756,24 +797,25 @@ class TuckerHead(nn.Module):
         seed = draw_core_seed() if active else None
         if active:
             self.last_core_seed = seed
-            self.last_core_path = "torch"  # the per-query contraction has no other path
+        path = self.contraction_path if self.contraction_path is not None else get_core_contraction_path()
+        per_query = False
         if r is not None:
-            grad_needed = torch.is_grad_enabled() and (
-                r.requires_grad or x.requires_grad or self.core.requires_grad
-            )
-            if grad_needed:
-                return fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk)
-            # inference: per-query rows usually repeat (one per relation); deduplicate them
-            unique_r, index = torch.unique(r, dim=0, return_inverse=True)
+            per_query = torch.is_grad_enabled() and (r.requires_grad or x.requires_grad or self.core.requires_grad)
+            if not per_query:  # inference: per-query rows usually repeat (one per relation); deduplicate them
+                unique_r, index = torch.unique(r, dim=0, return_inverse=True)
         else:
             ids, index = torch.unique(relation_ids, return_inverse=True)
             if ids.numel() * d * d * x.element_size() > self.max_relation_matrix_bytes:
-                r = relation_weights.index_select(0, relation_ids)
-                return fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk)
-            unique_r = relation_weights.index_select(0, ids)
-        matrices = torch.mm(unique_r, self.core.view(d_r, d * d)).view(-1, d, d)
-        path = self.contraction_path if self.contraction_path is not None else get_core_contraction_path()
-        z, drawn_by = _fused_core_contraction(x, matrices, index, p, self.training, seed, chunk, path)
+                r, per_query = relation_weights.index_select(0, relation_ids), True
+            else:
+                unique_r = relation_weights.index_select(0, ids)
+        if per_query:
+            z, drawn_by = _fused_core_contraction_per_query(
+                x, r, self.core, p, self.training, seed, chunk, None, path
+            )
+        else:
+            matrices = torch.mm(unique_r, self.core.view(d_r, d * d)).view(-1, d, d)
+            z, drawn_by = _fused_core_contraction(x, matrices, index, p, self.training, seed, chunk, path)
         if drawn_by is not None:
             self.last_core_path = drawn_by
         return z

@@ -101,6 +101,41 @@ class TritonBlockSizes:
 DEFAULT_BLOCKS = TritonBlockSizes()
 
 
+@dataclass(frozen=True)
+class TritonGemmBlockSizes:
+    """Tile sizes of the per-query kernels, whose inner products ``r_b W`` are ``tl.dot`` GEMM tiles (powers of two).
+
+    :param query: queries per tile (``BLOCK_Q``, at least 16: the smallest ``tl.dot`` side)
+    :param row: rows ``i`` per tile (``BLOCK_I``)
+    :param col: columns ``j`` per tile (``BLOCK_J``; ``row * col`` at least 16)
+    :param k: relation dimensions per GEMM step (``BLOCK_K``, at least 16)
+    :param num_warps: warps per program (ignored by the interpreter)
+    """
+
+    query: int = 32
+    row: int = 8
+    col: int = 32
+    k: int = 32
+    num_warps: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("query", "row", "col", "k"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"TritonGemmBlockSizes.{name} must be a power of two >= 1, got {value}")
+        if self.query < 16 or self.k < 16 or self.row * self.col < 16:
+            raise ValueError(
+                f"TritonGemmBlockSizes: tl.dot needs query >= 16, k >= 16 and row * col >= 16, got {self.query}, "
+                f"{self.k} and {self.row} * {self.col}"
+            )
+        if self.num_warps < 1:
+            raise ValueError(f"TritonGemmBlockSizes.num_warps must be >= 1, got {self.num_warps}")
+
+
+#: the per-query kernels' tiles when none are given (untuned, as :data:`DEFAULT_BLOCKS`)
+DEFAULT_GEMM_BLOCKS = TritonGemmBlockSizes()
+
+
 def triton_availability(device: torch.device | str) -> tuple[bool, str]:
     """Whether the kernels can run on tensors of ``device``, and if not, why.
 
@@ -160,11 +195,17 @@ if triton is not None:
             i_ok = i < dim
             xs = tl.load(x_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & i_ok[None, :], other=0.0)
             ok = q_ok[:, None, None] & i_ok[None, :, None] & j_ok[None, None, :]
-            ms = tl.load(m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0)
+            ms = tl.load(
+                m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0
+            )
             keep = _keep_tile(seed, q, i, j, dim, drop_levels)
             ms = tl.where(keep, ms.to(ACC), 0.0)
             acc += tl.sum(xs.to(ACC)[:, :, None] * ms, axis=1)
-        tl.store(out_ptr + q[:, None] * dim + j[None, :], acc.to(out_ptr.dtype.element_ty), mask=q_ok[:, None] & j_ok[None, :])
+        tl.store(
+            out_ptr + q[:, None] * dim + j[None, :],
+            acc.to(out_ptr.dtype.element_ty),
+            mask=q_ok[:, None] & j_ok[None, :],
+        )
 
     @triton.jit
     def _grad_x_kernel(
@@ -183,11 +224,15 @@ if triton is not None:
             j_ok = j < dim
             gs = tl.load(g_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & j_ok[None, :], other=0.0)
             ok = q_ok[:, None, None] & i_ok[None, :, None] & j_ok[None, None, :]
-            ms = tl.load(m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0)
+            ms = tl.load(
+                m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0
+            )
             keep = _keep_tile(seed, q, i, j, dim, drop_levels)
             ms = tl.where(keep, ms.to(ACC), 0.0)
             acc += tl.sum(ms * gs.to(ACC)[:, None, :], axis=2)
-        tl.store(gx_ptr + q[:, None] * dim + i[None, :], acc.to(gx_ptr.dtype.element_ty), mask=q_ok[:, None] & i_ok[None, :])
+        tl.store(
+            gx_ptr + q[:, None] * dim + i[None, :], acc.to(gx_ptr.dtype.element_ty), mask=q_ok[:, None] & i_ok[None, :]
+        )
 
     @triton.jit
     def _grad_m_kernel(
@@ -233,18 +278,181 @@ if triton is not None:
         tl.store(out_ptr + u * size + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _mask_kernel(out_ptr, num, dim, seed, drop_levels, BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+    def _mask_kernel(
+        out_ptr, num, dim, seed, drop_levels, BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr
+    ):
         """The keep masks as int8, ``(B, d, d)``; grid ``(cdiv(B, BQ), cdiv(d, BI), cdiv(d, BJ))``."""
         q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
         i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
         j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
         ok = (q < num)[:, None, None] & (i < dim)[None, :, None] & (j < dim)[None, None, :]
         keep = _keep_tile(seed, q, i, j, dim, drop_levels)
-        tl.store(out_ptr + (q[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], keep.to(tl.int8), mask=ok)
+        tl.store(
+            out_ptr + (q[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], keep.to(tl.int8), mask=ok
+        )
+
+    @triton.jit
+    def _relation_matrix_tile(
+        r_ptr, w_ptr, q, q_ok, i0, j0, dim, rdim,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+        ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        """``M[b, i, j] = sum_k r[b, k] W[k, i, j]`` for queries ``q``, rows ``i0 + [0, BI)``, columns ``j0 + [0, BJ)``.
+
+        One ``(BQ, d_r) @ (d_r, BI * BJ)`` product (tensor cores where the dtype allows), as ``(BQ, BI, BJ)``.
+        """
+        c = tl.arange(0, BLOCK_I * BLOCK_J)
+        ic = i0 + c // BLOCK_J
+        jc = j0 + c % BLOCK_J
+        c_ok = (ic < dim) & (jc < dim)
+        acc = tl.zeros((BLOCK_Q, BLOCK_I * BLOCK_J), dtype=ACC)
+        for k0 in range(0, rdim, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = k < rdim
+            rs = tl.load(r_ptr + q[:, None] * rdim + k[None, :], mask=q_ok[:, None] & k_ok[None, :], other=0.0)
+            ws = tl.load(
+                w_ptr + k[:, None].to(tl.int64) * dim * dim + (ic * dim + jc)[None, :],
+                mask=k_ok[:, None] & c_ok[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(rs, ws, acc, input_precision=PRECISION, out_dtype=ACC)
+        return tl.reshape(acc, (BLOCK_Q, BLOCK_I, BLOCK_J))
+
+    @triton.jit
+    def _masked_outer_tile(
+        x_ptr, g_ptr, q, q_ok, i0, j0, dim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
+    ):  # fmt: skip
+        """``keep_b[i, j] x[b, i] g[b, j]`` for queries ``q``, as ``(BQ, BI * BJ)`` (the flat layout of the core)."""
+        i = i0 + tl.arange(0, BLOCK_I)
+        j = j0 + tl.arange(0, BLOCK_J)
+        xs = tl.load(x_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & (i < dim)[None, :], other=0.0)
+        gs = tl.load(g_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & (j < dim)[None, :], other=0.0)
+        keep = _keep_tile(seed, q, i, j, dim, drop_levels)
+        outer = tl.where(keep, xs.to(ACC)[:, :, None] * gs.to(ACC)[:, None, :], 0.0)
+        return tl.reshape(outer, (BLOCK_Q, BLOCK_I * BLOCK_J))
+
+    @triton.jit
+    def _pq_forward_kernel(
+        x_ptr, r_ptr, w_ptr, out_ptr, num, dim, rdim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+        ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        """``out[b, j] = sum_i x[b, i] keep_b[i, j] (r_b W)[i, j]``; grid ``(cdiv(B, BQ), cdiv(d, BJ))``."""
+        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
+        j0 = tl.program_id(1) * BLOCK_J
+        j = j0 + tl.arange(0, BLOCK_J)
+        q_ok = q < num
+        acc = tl.zeros((BLOCK_Q, BLOCK_J), dtype=ACC)
+        for i0 in range(0, dim, BLOCK_I):
+            m = _relation_matrix_tile(
+                r_ptr, w_ptr, q, q_ok, i0, j0, dim, rdim, BLOCK_Q, BLOCK_I, BLOCK_J, BLOCK_K, ACC, PRECISION
+            )
+            i = i0 + tl.arange(0, BLOCK_I)
+            xs = tl.load(x_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & (i < dim)[None, :], other=0.0)
+            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
+            acc += tl.sum(tl.where(keep, m, 0.0) * xs.to(ACC)[:, :, None], axis=1)
+        tl.store(
+            out_ptr + q[:, None] * dim + j[None, :],
+            acc.to(out_ptr.dtype.element_ty),
+            mask=q_ok[:, None] & (j < dim)[None, :],
+        )
+
+    @triton.jit
+    def _pq_grad_x_kernel(
+        g_ptr, r_ptr, w_ptr, gx_ptr, num, dim, rdim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+        ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        """``gx[b, i] = sum_j keep_b[i, j] (r_b W)[i, j] g[b, j]``; grid ``(cdiv(B, BQ), cdiv(d, BI))``."""
+        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
+        i0 = tl.program_id(1) * BLOCK_I
+        i = i0 + tl.arange(0, BLOCK_I)
+        q_ok = q < num
+        acc = tl.zeros((BLOCK_Q, BLOCK_I), dtype=ACC)
+        for j0 in range(0, dim, BLOCK_J):
+            m = _relation_matrix_tile(
+                r_ptr, w_ptr, q, q_ok, i0, j0, dim, rdim, BLOCK_Q, BLOCK_I, BLOCK_J, BLOCK_K, ACC, PRECISION
+            )
+            j = j0 + tl.arange(0, BLOCK_J)
+            gs = tl.load(g_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & (j < dim)[None, :], other=0.0)
+            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
+            acc += tl.sum(tl.where(keep, m, 0.0) * gs.to(ACC)[:, None, :], axis=2)
+        tl.store(
+            gx_ptr + q[:, None] * dim + i[None, :],
+            acc.to(gx_ptr.dtype.element_ty),
+            mask=q_ok[:, None] & (i < dim)[None, :],
+        )
+
+    @triton.jit
+    def _pq_grad_r_kernel(
+        x_ptr, g_ptr, w_ptr, gr_ptr, num, dim, rdim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+        ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        """``gr[b, k] = sum_ij keep_b[i, j] x[b, i] g[b, j] W[k, i, j]``; grid ``(cdiv(B, BQ), cdiv(d_r, BK))``."""
+        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
+        k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        q_ok = q < num
+        k_ok = k < rdim
+        c = tl.arange(0, BLOCK_I * BLOCK_J)
+        acc = tl.zeros((BLOCK_Q, BLOCK_K), dtype=ACC)
+        for i0 in range(0, dim, BLOCK_I):
+            for j0 in range(0, dim, BLOCK_J):
+                outer = _masked_outer_tile(
+                    x_ptr, g_ptr, q, q_ok, i0, j0, dim, seed, drop_levels, BLOCK_Q, BLOCK_I, BLOCK_J, ACC
+                )
+                ic = i0 + c // BLOCK_J
+                jc = j0 + c % BLOCK_J
+                ws = tl.load(
+                    w_ptr + k[None, :].to(tl.int64) * dim * dim + (ic * dim + jc)[:, None],
+                    mask=((ic < dim) & (jc < dim))[:, None] & k_ok[None, :],
+                    other=0.0,
+                )  # (BI * BJ, BK): W^T
+                acc = tl.dot(outer.to(ws.dtype), ws, acc, input_precision=PRECISION, out_dtype=ACC)
+        tl.store(
+            gr_ptr + q[:, None] * rdim + k[None, :], acc.to(gr_ptr.dtype.element_ty), mask=q_ok[:, None] & k_ok[None, :]
+        )
+
+    @triton.jit
+    def _pq_grad_w_kernel(
+        x_ptr, g_ptr, r_ptr, gw_ptr, num, dim, rdim, seed, drop_levels,
+        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+        ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        """``gW[k, i, j] = sum_b r[b, k] keep_b[i, j] x[b, i] g[b, j]``, queries in order (no atomics).
+
+        Grid ``(cdiv(d_r, BK), cdiv(d, BI), cdiv(d, BJ))``.
+        """
+        k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+        i0 = tl.program_id(1) * BLOCK_I
+        j0 = tl.program_id(2) * BLOCK_J
+        k_ok = k < rdim
+        acc = tl.zeros((BLOCK_K, BLOCK_I * BLOCK_J), dtype=ACC)
+        for b0 in range(0, num, BLOCK_Q):
+            q = (b0 + tl.arange(0, BLOCK_Q)).to(tl.int64)
+            q_ok = q < num
+            outer = _masked_outer_tile(
+                x_ptr, g_ptr, q, q_ok, i0, j0, dim, seed, drop_levels, BLOCK_Q, BLOCK_I, BLOCK_J, ACC
+            )
+            rs = tl.load(r_ptr + q[None, :] * rdim + k[:, None], mask=k_ok[:, None] & q_ok[None, :], other=0.0)  # r^T
+            acc = tl.dot(rs, outer.to(rs.dtype), acc, input_precision=PRECISION, out_dtype=ACC)
+        c = tl.arange(0, BLOCK_I * BLOCK_J)
+        ic = i0 + c // BLOCK_J
+        jc = j0 + c % BLOCK_J
+        out = gw_ptr + k[:, None].to(tl.int64) * dim * dim + (ic * dim + jc)[None, :]
+        tl.store(out, acc.to(gw_ptr.dtype.element_ty), mask=k_ok[:, None] & ((ic < dim) & (jc < dim))[None, :])
 
 
 def _accumulator(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s input precision: TF32 for float32 only where torch allows it for its own matmuls (default: not)."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
 
 
 def _check_drop_levels(drop_levels: int) -> None:
@@ -386,6 +594,110 @@ def _grad_matrices(x, g, index, num_groups, seed, drop_levels, blocks, grad_m):
     return grad_m
 
 
+class _TritonPerQueryCoreContraction(torch.autograd.Function):
+    """``z_b = x_b @ (keep_b * (r_b W))`` (unscaled), neither ``r_b W`` nor the masks ever stored.
+
+    Each kernel rebuilds the tiles of ``r_b W`` it needs with ``tl.dot`` and redraws their masks: four products of
+    ``B d_r d^2`` per step (forward, ``dx``, ``dr``, ``dW``; the PyTorch path needs three, but keeps chunks of
+    ``B x d x d`` in memory). ``dW`` sums the queries in order in one program per tile: no atomics.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, r: torch.Tensor, core: torch.Tensor, seed: int, drop_levels: int, blocks
+    ) -> torch.Tensor:
+        x, r, core = x.contiguous(), r.contiguous(), core.contiguous()
+        (num, dim), rdim = x.shape, r.shape[1]
+        out = torch.empty_like(x)
+        if num:
+            grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.col))
+            _pq_forward_kernel[grid](
+                x, r, core, out, num, dim, rdim, seed, drop_levels, **_gemm_options(x.dtype, blocks)
+            )
+        ctx.save_for_backward(x, r, core)
+        ctx.seed, ctx.drop_levels, ctx.blocks = seed, drop_levels, blocks
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        x, r, core = ctx.saved_tensors
+        need_x, need_r, need_w = ctx.needs_input_grad[:3]
+        seed, drop_levels, blocks = ctx.seed, ctx.drop_levels, ctx.blocks
+        (num, dim), rdim = x.shape, r.shape[1]
+        g = grad_out.to(x.dtype).contiguous()
+        options = _gemm_options(x.dtype, blocks)
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_r = torch.empty_like(r) if need_r else None
+        grad_w = torch.zeros_like(core) if need_w else None
+        if num:
+            if need_x:
+                grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.row))
+                _pq_grad_x_kernel[grid](g, r, core, grad_x, num, dim, rdim, seed, drop_levels, **options)
+            if need_r:
+                grid = (triton.cdiv(num, blocks.query), triton.cdiv(rdim, blocks.k))
+                _pq_grad_r_kernel[grid](x, g, core, grad_r, num, dim, rdim, seed, drop_levels, **options)
+            if need_w:
+                grid = (triton.cdiv(rdim, blocks.k), triton.cdiv(dim, blocks.row), triton.cdiv(dim, blocks.col))
+                _pq_grad_w_kernel[grid](x, g, r, grad_w, num, dim, rdim, seed, drop_levels, **options)
+        elif need_r:
+            grad_r.zero_()
+        return grad_x, grad_r, grad_w, None, None, None
+
+
+def _gemm_options(dtype: torch.dtype, blocks: TritonGemmBlockSizes) -> dict:
+    return dict(
+        BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col, BLOCK_K=blocks.k, ACC=_accumulator(dtype),
+        PRECISION=_dot_precision(dtype), num_warps=blocks.num_warps,
+    )  # fmt: skip
+
+
+def _check_common(name: str, x: torch.Tensor, seed: int, drop_levels: int, others: dict[str, torch.Tensor]) -> None:
+    """Dtype, device, seed and threshold checks shared by the two entry points."""
+    _check_available(x.device)
+    _check_drop_levels(drop_levels)
+    if x.dtype not in SUPPORTED_DTYPES or any(t.dtype != x.dtype for t in others.values()):
+        dtypes = ", ".join(f"{key} {t.dtype}" for key, t in others.items())
+        raise TypeError(
+            f"{name}: x and {', '.join(others)} must share one of {SUPPORTED_DTYPES}, got x {x.dtype}, {dtypes}"
+        )
+    if any(t.device != x.device for t in others.values()):
+        devices = ", ".join(f"{key} {t.device}" for key, t in others.items())
+        raise ValueError(f"{name}: all inputs must be on one device, got x {x.device}, {devices}")
+    if not 0 <= seed < 1 << 63:
+        raise ValueError(f"{name}: seed must lie in [0, 2^63), got {seed}")
+
+
+def triton_core_contraction_per_query(
+    x: torch.Tensor,
+    r: torch.Tensor,
+    core: torch.Tensor,
+    seed: int,
+    drop_levels: int,
+    blocks: TritonGemmBlockSizes | None = None,
+) -> torch.Tensor:
+    """``z_b = x_b @ (keep_b * (r_b W).view(d, d))`` with per-query relation vectors; differentiable in all three.
+
+    The masks are those of :func:`triton_core_contraction` for the same seed and batch. The scale is the caller's.
+
+    :param x: ``(B, d)``
+    :param r: ``(B, d_r)``
+    :param core: ``W``, ``(d_r, d, d)``
+    :param seed: the base seed of the masks, in ``[0, 2^63)``
+    :param drop_levels: ``round(p * 65536)`` in ``[0, 65536)``
+    :param blocks: tile sizes (default :data:`DEFAULT_GEMM_BLOCKS`)
+    :return: ``(B, d)``, unscaled
+    """
+    name = "triton_core_contraction_per_query"
+    if x.dim() != 2 or r.dim() != 2 or r.shape[0] != x.shape[0] or core.shape != (r.shape[1], x.shape[1], x.shape[1]):
+        raise ValueError(
+            f"{name}: expected x (B, d), r (B, d_r) and core (d_r, d, d), got {tuple(x.shape)}, {tuple(r.shape)} and "
+            f"{tuple(core.shape)}"
+        )
+    _check_common(name, x, seed, drop_levels, dict(r=r, core=core))
+    blocks = blocks or DEFAULT_GEMM_BLOCKS
+    return _TritonPerQueryCoreContraction.apply(x, r, core, int(seed), int(drop_levels), blocks)
+
+
 def triton_core_contraction(
     x: torch.Tensor,
     matrices: torch.Tensor,
@@ -407,8 +719,6 @@ def triton_core_contraction(
     :param blocks: tile sizes (default :data:`DEFAULT_BLOCKS`); the values do not depend on them beyond rounding
     :return: ``(B, d)``, unscaled
     """
-    _check_available(x.device)
-    _check_drop_levels(drop_levels)
     if x.dim() != 2 or matrices.dim() != 3 or matrices.shape[1:] != (x.shape[1], x.shape[1]):
         raise ValueError(
             f"triton_core_contraction: expected x (B, d) and matrices (U, d, d), got {tuple(x.shape)} and "
@@ -417,16 +727,9 @@ def triton_core_contraction(
     if index.shape != (x.shape[0],) or index.dtype.is_floating_point or index.dtype == torch.bool:
         raise ValueError(f"triton_core_contraction: expected an integer index of shape ({x.shape[0]},), got "
                          f"{index.dtype} {tuple(index.shape)}")  # fmt: skip
-    if x.dtype not in SUPPORTED_DTYPES or matrices.dtype != x.dtype:
-        raise TypeError(
-            f"triton_core_contraction: x and matrices must share one of {SUPPORTED_DTYPES}, got {x.dtype} and "
-            f"{matrices.dtype}"
-        )
-    if matrices.device != x.device or index.device != x.device:
-        raise ValueError(
-            f"triton_core_contraction: x, matrices and index must be on one device, got {x.device}, "
-            f"{matrices.device}, {index.device}"
-        )
-    if not 0 <= seed < 1 << 63:
-        raise ValueError(f"triton_core_contraction: seed must lie in [0, 2^63), got {seed}")
-    return _TritonDistinctCoreContraction.apply(x, matrices, index.long(), int(seed), int(drop_levels), blocks or DEFAULT_BLOCKS)
+    _check_common("triton_core_contraction", x, seed, drop_levels, dict(matrices=matrices))
+    if index.device != x.device:
+        raise ValueError(f"triton_core_contraction: index must be on x's device {x.device}, got {index.device}")
+    return _TritonDistinctCoreContraction.apply(
+        x, matrices, index.long(), int(seed), int(drop_levels), blocks or DEFAULT_BLOCKS
+    )

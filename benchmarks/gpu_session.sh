@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# One GPU session in one run: install, CUDA tests, kernel timings, a profiled step, the epoch benchmark.
+#
+#   bash benchmarks/gpu_session.sh prepare   # on a machine WITH the package index (the CPU dev machine):
+#                                            # wheels the GPU image lacks + the MKG-Y files -> .gpu_carry/ (git-ignored)
+#   bash benchmarks/gpu_session.sh           # on the GPU machine (carry .gpu_carry along): everything below -> $OUT
+#   DEVICE=cpu QUICK=1 bash benchmarks/gpu_session.sh   # a check of this script on CPU, tiny sizes (Triton interpreted)
+#
+# Written for one H200 slot of about 15 minutes, start-up included: the steps take ~7 minutes there (estimated,
+# not yet measured) and each has its own time limit, so a hang costs that step only. GPU machines here reach no
+# package index, so `prepare` downloads, on the dev machine, PyKEEN and the dependencies that the GPU image lacks
+# (its image has torch, triton, numpy, scipy, pandas, scikit-learn...), as CPython 3.12 manylinux wheels; the
+# session installs this package from them with the `gpu` extra, offline. `prepare` also copies the read-only
+# MKG-Y files into .gpu_carry/data (ignored by git, never committed), because ../shared does not travel.
+#
+# Results: $OUT/session.log (everything printed), $OUT/tests.log, $OUT/train_epoch.csv, $OUT/tucker_kernels.csv and
+# $OUT/gpu_session_results.tar.gz (all JSON, CSV and profiler tables). $OUT defaults to benchmarks/results/gpu_session.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+CARRY=.gpu_carry
+PY=${PYTHON:-python3}
+# PyKEEN 1.11.1's closure without what the GPU image already has (KINDS.md of the workplace lists its packages);
+# the versions this project's CPU venv runs with
+WHEELS="pykeen==1.11.1 class-resolver==0.8.2 click-default-group==1.2.4 dataclasses-json==0.6.7 marshmallow==3.26.2
+docdata==0.0.5 more-click==0.1.3 more-itertools==11.2.1 optuna==5.0.0 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0
+sqlalchemy==2.1.9 pystow==0.10.3 backports-zstd==1.8.0 torch-max-mem==0.1.6 torch-ppr==0.0.8"
+
+if [[ "${1:-}" == "prepare" ]]; then
+    set -e
+    mkdir -p "$CARRY/wheels" "$CARRY/data"
+    exclude="$(git rev-parse --git-dir)/info/exclude"
+    mkdir -p "$(dirname "$exclude")"
+    grep -qxF "/$CARRY/" "$exclude" 2>/dev/null || echo "/$CARRY/" >>"$exclude"
+    # shellcheck disable=SC2086  # one name per word
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform any -d "$CARRY/wheels" $WHEELS
+    source_dir="${MOMOK_SHARED_DATA:-../shared/data}/MKG-Y"
+    [[ -d "$source_dir" ]] || { echo "no MKG-Y folder at $source_dir (set MOMOK_SHARED_DATA)" >&2; exit 2; }
+    rm -rf "$CARRY/data/MKG-Y" && cp -r "$source_dir" "$CARRY/data/MKG-Y" && chmod -R u+w "$CARRY/data/MKG-Y"
+    du -sh "$CARRY" && ls "$CARRY/wheels"
+    echo "now run: bash benchmarks/gpu_session.sh   (on the GPU machine, with $CARRY carried along)"
+    exit 0
+fi
+
+DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-0}
+OUT=${OUT:-benchmarks/results/gpu_session}
+RESULTS="$OUT/results"
+mkdir -p "$RESULTS"
+exec > >(tee "$OUT/session.log") 2>&1
+export PYTHONUNBUFFERED=1 PYKEEN_HOME=${PYKEEN_HOME:-/tmp/pykeen-gpu-session}
+if [[ "$DEVICE" == cpu ]]; then
+    export TRITON_INTERPRET=1  # Triton runs CPU tensors only interpreted (must be set before triton is imported)
+fi
+DATA=${MOMOK_MKGY_DIR:-$CARRY/data/MKG-Y}
+[[ -d "$DATA" ]] || DATA="${MOMOK_SHARED_DATA:-../shared/data}/MKG-Y"
+started=$SECONDS
+declare -a SUMMARY=()
+
+step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a time limit, record status and duration, go on either way
+    local name=$1 limit=$2
+    shift 2
+    local t0=$SECONDS
+    echo
+    echo "=== $name (limit ${limit} s, at $((SECONDS - started)) s): $*"
+    timeout --kill-after=10 "$limit" "$@"
+    local rc=$?
+    local status="ok"
+    ((rc == 124 || rc == 137)) && status="TIMED OUT"
+    ((rc != 0 && rc != 124 && rc != 137)) && status="FAILED (exit $rc)"
+    SUMMARY+=("$(printf '%-24s %-18s %4d s' "$name" "$status" $((SECONDS - t0)))")
+    return 0
+}
+
+echo "=== machine ($(date -u +%FT%TZ)), device $DEVICE, quick $QUICK, data $DATA"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+"$PY" - <<'EOF'
+import platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      "device", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
+try:
+    import triton
+    print("triton", triton.__version__)
+except ImportError as error:
+    print("triton not importable:", error)
+EOF
+
+install_package() {
+    if "$PY" -c "import pykeen, pykeen_momok" 2>/dev/null; then
+        echo "pykeen and pykeen_momok import already: nothing to install"
+        return 0
+    fi
+    [[ -d "$CARRY/wheels" ]] || { echo "no $CARRY/wheels: run 'bash benchmarks/gpu_session.sh prepare' where pip reaches the index"; return 2; }
+    # offline: dependencies from the carried wheels or what the image has (torch, triton, numpy...)
+    "$PY" -m pip install -q --no-index --find-links "$CARRY/wheels" --no-build-isolation -e ".[gpu]"
+}
+export -f install_package  # `timeout` runs commands, not shell functions: through a child bash
+export PY CARRY
+step install 180 bash -c install_package
+"$PY" -c "import pykeen_momok, pykeen; print('pykeen', pykeen.get_version(), 'pykeen_momok from', pykeen_momok.__file__)"
+
+tests=(tests/test_nn_tucker_triton.py tests/test_nn_tucker.py tests/test_model_oracle.py)
+((QUICK)) && tests=(tests/test_nn_tucker_triton.py)
+# the CUDA tests run the compiled kernels (the same oracle tests as in CI's interpreter mode, on the GPU)
+step tests 240 bash -c "set -o pipefail; $PY -m pytest -q -p no:cacheprovider -rs ${tests[*]} 2>&1 | tee $OUT/tests.log"
+
+if ((QUICK)); then
+    kernel_args=(--batch 8 --dims 16 --relations 3 --repeats 2 --warmup 1 --blocks 2x8x8)
+    profile_configs=(momok-torch@4)
+    train_args=(--configs momok-torch@4 per-query@4 tucker@4 --repeats 1 --batches 1 --warmup 0 --no-memory --threads 1)
+else
+    kernel_args=()
+    profile_configs=(momok-triton@1024 momok-torch@1024)
+    train_args=(--configs momok@1024 momok-torch@1024 momok-triton@1024 per-query@1024 tucker@1024
+        --repeats 3 --batches 5 --warmup 2 --memory-timeout 90)
+fi
+step tucker_kernels 150 "$PY" benchmarks/tucker_kernels.py --device "$DEVICE" "${kernel_args[@]}" \
+    --out "$RESULTS/tucker_kernels.json"
+for config in "${profile_configs[@]}"; do
+    step "profile $config" 120 "$PY" benchmarks/profile_step.py --device "$DEVICE" --config "$config" \
+        --dataset-dir "$DATA" --out "$RESULTS/profile_${config//@/_}.txt"
+done
+step train_epoch 330 "$PY" benchmarks/train_epoch.py --device "$DEVICE" --dataset-dir "$DATA" "${train_args[@]}" \
+    --out "$RESULTS/train_epoch.json"
+
+echo
+echo "=== summary ($((SECONDS - started)) s in all)"
+printf '%s\n' "${SUMMARY[@]}"
+for name in train_epoch.csv tucker_kernels.csv; do
+    [[ -f "$RESULTS/$name" ]] && cp "$RESULTS/$name" "$OUT/$name"
+done
+tar -czf "$OUT/gpu_session_results.tar.gz" -C "$OUT" results && rm -rf "$RESULTS"
+ls -la "$OUT"
