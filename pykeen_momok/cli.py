@@ -488,6 +488,7 @@ _GROUP_HELP = """MoMoK (Mixture of Modality Knowledge Experts) for multi-modal K
   pykeen-momok train --dataset SyntheticMMKG -o runs/synthetic
   pykeen-momok evaluate runs/synthetic --split test --out metrics.json
   pykeen-momok predict runs/synthetic --head e00001 --relation r01 -k 5
+  pykeen-momok analyze runs/synthetic -o reports/synthetic
 """
 
 
@@ -805,37 +806,13 @@ def _load_folder_model(folder: pathlib.Path, device: str):
         raise OptionError(str(error), param_hint="FOLDER") from None
 
 
-@cli.command(
-    short_help="Filtered MRR, H@1, H@3, H@10 of a trained folder.",
-    help="Evaluate a trained folder (what `pykeen-momok train` or `pykeen experiments run` wrote) on the test or "
-    "validation split: filtered (by every split's triples), realistic ranks, head and tail sides and both; prints "
-    "MRR, H@1, H@3, H@10 and writes them with --out.\n\n"
-    "The dataset is rebuilt from the folder's momok_cli.json; --dataset / --directory give it otherwise (it must have "
-    "the entities and relations the model was trained on).\n\n" + _TRUST,
-)
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
-@_dataset_options
-@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
-              help="the split to rank.")
-@click.option("--out", "out_path", type=click.Path(path_type=pathlib.Path),
-              help="also write the metrics: a .json file (everything) or a .csv file (side, MRR, H@1, H@3, H@10).")
-@click.option("--batch-size", type=POSITIVE, help="evaluation batch size (default: the training run's, else 256).")
-@_device_option
-@_threads_option
-@_progress_option
-@_verbose_option
-def evaluate(
-    folder, dataset, directory, dataset_kwargs, split, out_path, batch_size, device, threads, progress, verbose
-) -> int:  # noqa: D103
-    from .predict import (
-        DatasetSpec,
-        TrainedFolderError,
-        check_dataset_matches,
-        evaluate_model,
-        read_cli_file,
-    )
+def _folder_and_dataset(folder, dataset, directory, dataset_kwargs, split, device, threads, verbose):
+    """A trained folder's model and training factory, its dataset (checked to be the model's) and the split's key.
 
-    _check_output_file(out_path, "--out", suffixes=(".json", ".csv"))
+    The dataset is the one of the folder's momok_cli.json unless --dataset / --directory give another.
+    """
+    from .predict import DatasetSpec, TrainedFolderError, check_dataset_matches, read_cli_file
+
     spec = _dataset_spec(dataset, directory, dataset_kwargs)
     info: dict[str, Any] = {}
     if spec is None:
@@ -860,6 +837,37 @@ def evaluate(
     key = "testing" if split == "test" else "validation"
     if getattr(built, key, None) is None:
         raise OptionError(f"the {spec.describe()} has no {split} split", param_hint="--split")
+    return model, factory, built, spec, info, key
+
+
+@cli.command(
+    short_help="Filtered MRR, H@1, H@3, H@10 of a trained folder.",
+    help="Evaluate a trained folder (what `pykeen-momok train` or `pykeen experiments run` wrote) on the test or "
+    "validation split: filtered (by every split's triples), realistic ranks, head and tail sides and both; prints "
+    "MRR, H@1, H@3, H@10 and writes them with --out.\n\n"
+    "The dataset is rebuilt from the folder's momok_cli.json; --dataset / --directory give it otherwise (it must have "
+    "the entities and relations the model was trained on).\n\n" + _TRUST,
+)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
+@_dataset_options
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
+              help="the split to rank.")
+@click.option("--out", "out_path", type=click.Path(path_type=pathlib.Path),
+              help="also write the metrics: a .json file (everything) or a .csv file (side, MRR, H@1, H@3, H@10).")
+@click.option("--batch-size", type=POSITIVE, help="evaluation batch size (default: the training run's, else 256).")
+@_device_option
+@_threads_option
+@_progress_option
+@_verbose_option
+def evaluate(
+    folder, dataset, directory, dataset_kwargs, split, out_path, batch_size, device, threads, progress, verbose
+) -> int:  # noqa: D103
+    from .predict import evaluate_model
+
+    _check_output_file(out_path, "--out", suffixes=(".json", ".csv"))
+    model, _, built, spec, info, key = _folder_and_dataset(
+        folder, dataset, directory, dataset_kwargs, split, device, threads, verbose
+    )
     batch_size = batch_size or info.get("evaluation_batch_size") or 256
     report = evaluate_model(model, built, key, batch_size=batch_size, use_tqdm=progress)
     report = {"folder": str(folder), "dataset": spec.to_json(), **report}
@@ -952,6 +960,88 @@ def predict(folder, head, relation, tail, k, filter_known, as_json, device, thre
         click.echo(f"Top {len(rows)} {target}s of {shown}" + (", known training triples left out" if filter_known
                                                               else ""))
         click.echo(_predictions_table(rows, predictor.head_names, filter_known))
+    return 0
+
+
+# analyze ---------------------------------------------------------------------------------------------------
+
+
+class _Rates(click.ParamType):
+    name = "rates"
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",") if part.strip()]
+        rates = []
+        for part in parts:
+            try:
+                rate = float(part)
+            except ValueError:
+                raise OptionError(f"expected numbers separated by commas, e.g. 0,0.5,1; got {part!r}", ctx=ctx,
+                                  param=param) from None
+            if not 0.0 <= rate <= 1.0:
+                raise OptionError(f"a rate is a share of entities, from 0 to 1; got {part}", ctx=ctx, param=param)
+            rates.append(rate)
+        return tuple(rates)
+
+
+@cli.command(
+    short_help="What a trained folder learned: CSV tables, plots, a Markdown summary.",
+    help="Analyse a trained folder and write a report folder: per relation the temperature, the experts' gate weights "
+    "and the joint-fusion attention; each head's filtered MRR / Hits@k (overall, per relation, for entities with and "
+    "without each modality); MRR as one modality's feature rows are marked missing or replaced by noise (in a copy of "
+    "the model); the plots (PNG and SVG, needs matplotlib: pip install 'pykeen-momok[plots]') and summary.md.\n\n"
+    "The dataset is rebuilt from the folder's momok_cli.json; --dataset / --directory give it otherwise.\n\n" + _TRUST,
+)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
+@_dataset_options
+@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
+              help="the split to rank.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=pathlib.Path),
+              help="the report folder to write (created if needed).")
+@click.option("--rates", type=_Rates(), default="0,0.25,0.5,0.75,1", show_default=True,
+              help="corruption rates of the robustness table, shares of entities from 0 to 1, comma-separated; an "
+              "empty string leaves the table out.")
+@click.option("--corruption", "modes", type=click.Choice(["missing", "noise"]), multiple=True,
+              help="the corruptions, repeatable (default: both): missing = the dataset's fill row, noise = Gaussian "
+              "rows with the table's per-column mean and standard deviation.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="seed of the corrupted entities and the noise.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="draw the plots (needs matplotlib).")
+@click.option("--batch-size", type=POSITIVE, help="queries scored at once (default: the training run's, else 256).")
+@click.option("--overwrite", is_flag=True, help="replace a report already in --out.")
+@_device_option
+@_threads_option
+@_progress_option
+@_verbose_option
+def analyze(
+    folder, dataset, directory, dataset_kwargs, split, out, rates, modes, seed, plots, batch_size, overwrite, device,
+    threads, progress, verbose,
+) -> int:  # noqa: D103
+    from .analysis.report import SUMMARY_FILE, write_report
+
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{str(out)!r} is a file; expected a folder", param_hint="--out")
+    if (out / SUMMARY_FILE).exists() and not overwrite:
+        raise OptionError(f"{str(out)!r} already holds a report ({SUMMARY_FILE}); pass --overwrite to replace it",
+                          param_hint="--out")
+    if plots:
+        from .analysis.plots import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as error:
+            raise click.UsageError(f"{error}; or pass --no-plots") from None
+    model, _, built, spec, info, key = _folder_and_dataset(
+        folder, dataset, directory, dataset_kwargs, split, device, threads, verbose
+    )
+    report = write_report(
+        model, built, out, split=key, rates=rates, modes=modes or ("missing", "noise"), seed=seed, plots=plots,
+        batch_size=batch_size or info.get("evaluation_batch_size") or 256, use_tqdm=progress,
+        describe=f"MoMoK of `{folder}` on the {spec.describe()}",
+    )
+    click.echo((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    click.echo(f"Wrote {len(report.files)} files to {out}")
     return 0
 
 

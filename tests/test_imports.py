@@ -33,8 +33,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pykeen_momok.losses", "pykeen_momok.training"),  # what the model is trained on: MoMoKLoss, the CLUB term
     ("pykeen_momok.model",),  # MoMoK(ERModel)
     ("pykeen_momok.registration",),  # talks to PyKEEN's resolvers; imports what it registers
-    # entry points (lightning: multi-GPU training, next to cli and predict, whose helpers it uses)
-    ("pykeen_momok", "pykeen_momok.cli", "pykeen_momok.lightning", "pykeen_momok.predict", "pykeen_momok.recipes"),
+    # entry points (lightning: multi-GPU training, next to cli and predict, whose helpers it uses; analysis: what a
+    # trained model learned, read through predict)
+    ("pykeen_momok", "pykeen_momok.cli", "pykeen_momok.lightning", "pykeen_momok.predict", "pykeen_momok.recipes",
+     "pykeen_momok.analysis"),
 )
 
 

@@ -7,6 +7,13 @@ right tail of ``(h, r, ?)`` is one of the few entities of one cell. The ``image`
 colour and the ``text`` features the shape (noisy random projections), and some entities lack one of
 them (filled with the mean, marked absent).
 
+With ``relation_attributes="alternate"`` (or a list naming ``"colour"``, ``"shape"`` or ``"both"`` per
+relation) some relations depend on one attribute only: a *colour* relation shifts the colour and leaves the
+tail's shape to chance (a random entity of the shifted colour), a *shape* relation the other way round. Only the
+image features can then help on colour relations, only the text features on shape relations: a model that uses
+its modalities well shows it per relation (:mod:`pykeen_momok.analysis`). The default (``"both"``) is the
+original graph, unchanged.
+
 Structure alone cannot place *cold* entities: a fraction of entities appear in no training triple,
 only in validation and testing. A structure-only model (TuckER) ranks them at random; the feature
 modalities place them.
@@ -14,6 +21,8 @@ modalities place them.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +32,36 @@ from pykeen.datasets.base import EagerDataset
 
 from ..triples import ModalityFeatures, MultiModalTriplesFactory
 
-__all__ = ["SyntheticMMKG", "generate_synthetic_mmkg"]
+__all__ = ["RELATION_ATTRIBUTES", "SyntheticMMKG", "generate_synthetic_mmkg", "resolve_relation_attributes"]
+
+#: what a relation of the synthetic graph may shift: the colour only, the shape only, or both
+RELATION_ATTRIBUTES = ("colour", "shape", "both")
+
+
+def resolve_relation_attributes(relation_attributes: str | Sequence[str], num_relations: int) -> list[str]:
+    """The attribute each relation shifts, one of :data:`RELATION_ATTRIBUTES` per relation.
+
+    :param relation_attributes: ``"both"`` (every relation, the default graph), ``"alternate"`` (relation 0 colour,
+        1 shape, 2 colour, ...), one of :data:`RELATION_ATTRIBUTES` for every relation, or a sequence of
+        ``num_relations`` of them
+    :raises ValueError: for an unknown name or a sequence of the wrong length
+    """
+    if isinstance(relation_attributes, str):
+        if relation_attributes == "alternate":
+            return [("colour", "shape")[r % 2] for r in range(num_relations)]
+        relation_attributes = [relation_attributes] * num_relations
+    attributes = list(relation_attributes)
+    if len(attributes) != num_relations:
+        raise ValueError(
+            f"relation_attributes names {len(attributes)} relations, the graph has num_relations={num_relations}"
+        )
+    unknown = sorted({str(a) for a in attributes if a not in RELATION_ATTRIBUTES})
+    if unknown:
+        raise ValueError(
+            f"relation_attributes: unknown {unknown}; expected 'alternate' or, per relation, one of "
+            f"{RELATION_ATTRIBUTES}"
+        )
+    return attributes
 
 
 def _features(codes: np.ndarray, num_codes: int, dim: int, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -44,18 +82,24 @@ def generate_synthetic_mmkg(
     text_dim: int = 48,
     noise: float = 0.5,
     seed: int = 0,
+    relation_attributes: str | Sequence[str] = "both",
 ) -> tuple[dict[str, np.ndarray], dict[str, ModalityFeatures]]:
     """Generate the labeled splits and the per-entity features (deterministic for a seed).
 
     There is one entity per (colour, shape) cell, ``num_colours * num_shapes`` in all; each entity is the
     head of ``triples_per_entity`` of the ``num_relations`` relations, and its tail there is the entity of
-    the shifted cell.
+    the shifted cell. A relation that shifts only one attribute (``relation_attributes``) leaves the other one
+    to chance: its tail is a random entity of the shifted colour (or shape).
 
+    :param relation_attributes: what each relation shifts, see :func:`resolve_relation_attributes`; the random
+        attribute is drawn from a stream of its own, so the cells, offsets, cold entities and features are those
+        of the default graph of the same seed (the held-out triples differ where their tails do)
     :return: labeled triples ``{"training", "validation", "testing"}`` each of shape ``(n, 3)``, and the
         ``image`` / ``text`` :class:`ModalityFeatures` in entity-id order (labels ``e00000``, ...)
     """
     if not 0 < triples_per_entity <= num_relations:
         raise ValueError(f"triples_per_entity must be in 1..num_relations={num_relations}, got {triples_per_entity}")
+    attributes = resolve_relation_attributes(relation_attributes, num_relations)
     rng = np.random.default_rng(seed)
     num_entities = num_colours * num_shapes
     cell = rng.permutation(num_entities)  # entity -> its cell
@@ -66,9 +110,17 @@ def generate_synthetic_mmkg(
 
     heads = np.repeat(np.arange(num_entities), triples_per_entity)
     relations = np.argsort(rng.random((num_entities, num_relations)), axis=1)[:, :triples_per_entity].ravel()
-    target = ((colour[heads] + colour_offset[relations]) % num_colours) * num_shapes + (
-        (shape[heads] + shape_offset[relations]) % num_shapes
-    )
+    target_colour = (colour[heads] + colour_offset[relations]) % num_colours
+    target_shape = (shape[heads] + shape_offset[relations]) % num_shapes
+    if any(attribute != "both" for attribute in attributes):
+        # a separate stream: the default graph's draws (cold entities, features) stay as they are
+        chance = np.random.default_rng([seed, 1])
+        kind = np.asarray(attributes)[relations]
+        random_colour = chance.integers(0, num_colours, size=len(heads))
+        random_shape = chance.integers(0, num_shapes, size=len(heads))
+        target_colour = np.where(kind == "shape", random_colour, target_colour)
+        target_shape = np.where(kind == "colour", random_shape, target_shape)
+    target = target_colour * num_shapes + target_shape
     triples = np.stack([heads, relations, entity_of_cell[target]], axis=1)
 
     # cold entities: none of their triples is in training, so structure alone knows nothing of them;
@@ -104,6 +156,11 @@ def generate_synthetic_mmkg(
     return {key: labeled(index) for key, index in split_index.items()}, modalities
 
 
+_GENERATOR_DEFAULTS = {
+    name: parameter.default for name, parameter in inspect.signature(generate_synthetic_mmkg).parameters.items()
+}
+
+
 @parse_docdata
 class SyntheticMMKG(EagerDataset):
     """A generated multi-modal KG with planted image/text signal (synthetic; see the module docstring).
@@ -134,6 +191,17 @@ class SyntheticMMKG(EagerDataset):
         :param kwargs: further parameters of :func:`generate_synthetic_mmkg`
         """
         splits, modalities = generate_synthetic_mmkg(seed=seed, **kwargs)
+        num_relations = kwargs.get("num_relations", _GENERATOR_DEFAULTS["num_relations"])
+        # what each relation shifts, by label (r00, ...): what an analysis of a trained model should find
+        relation_attributes = dict(
+            zip(
+                (f"r{i:02d}" for i in range(num_relations)),
+                resolve_relation_attributes(
+                    kwargs.get("relation_attributes", _GENERATOR_DEFAULTS["relation_attributes"]), num_relations
+                ),
+                strict=True,
+            )
+        )
         num_entities = len(modalities["image"].present)
         all_labels = np.array([f"e{i:05d}" for i in range(num_entities)])
         entity_to_id = {label: i for i, label in enumerate(all_labels)}
@@ -147,7 +215,7 @@ class SyntheticMMKG(EagerDataset):
                 relation_to_id=relation_to_id,
                 create_inverse_triples=create_inverse_triples,
                 modalities=modalities,
-                metadata=dict(synthetic=True, seed=seed),
+                metadata=dict(synthetic=True, seed=seed, relation_attributes=relation_attributes),
             )
             for key, triples in splits.items()
         }

@@ -14,7 +14,7 @@ with one bias-free attention vector ``a`` shared by all heads and modalities (re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -55,20 +55,35 @@ class ModalityFusion(nn.Module):
     def extra_repr(self) -> str:  # noqa: D102
         return f"in_dims={self.in_dims}, out_dim={self.out_dim}, num_heads={self.num_heads}"
 
+    def _heads(self, inputs: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Per head: the projected modality vectors ``v`` ``(n, M, d)`` and their attention weights ``(n, M)``."""
+        if len(inputs) != len(self.in_dims):
+            raise ValueError(f"expected {len(self.in_dims)} modality inputs, got {len(inputs)}")
+        for head in self.projections:
+            # (n, M, d): one ReLU(Linear(Dropout(x_m))) per modality; dropout drawn per head and modality
+            v = torch.stack([torch.relu(lin(self.dropout(x))) for lin, x in zip(head, inputs)], dim=1)
+            yield v, torch.softmax(self.attention(v).squeeze(-1), dim=-1)
+
+    def attention_weights(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The attention weights :math:`\\beta` that :meth:`forward` would use, without fusing (read-only).
+
+        Nothing is stored (:attr:`last_attention` stays as it is). In training mode the inputs' dropout applies,
+        as in :meth:`forward`; call it in eval mode for the weights a trained model ranks with.
+
+        :param inputs: one tensor per modality, shapes ``(n, d_m)`` in the order of ``in_dims``
+        :return: shape ``(n, num_heads, num_modalities)``, each ``[i, h]`` sums to one
+        """
+        return torch.stack([beta for _, beta in self._heads(inputs)], dim=1)
+
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Fuse the modality vectors.
 
         :param inputs: one tensor per modality, shapes ``(n, d_m)`` in the order of ``in_dims``
         :return: shape ``(n, out_dim)``; the attention weights are kept in :attr:`last_attention`
         """
-        if len(inputs) != len(self.in_dims):
-            raise ValueError(f"expected {len(self.in_dims)} modality inputs, got {len(inputs)}")
         out: torch.Tensor | None = None
         weights = []
-        for head in self.projections:
-            # (n, M, d): one ReLU(Linear(Dropout(x_m))) per modality; dropout drawn per head and modality
-            v = torch.stack([torch.relu(lin(self.dropout(x))) for lin, x in zip(head, inputs)], dim=1)
-            beta = torch.softmax(self.attention(v).squeeze(-1), dim=-1)  # (n, M)
+        for v, beta in self._heads(inputs):
             context = (beta.unsqueeze(-1) * v).sum(dim=1)  # (n, d); faster than a bmm of (n, 1, M) x (n, M, d)
             out = context if out is None else out + context
             weights.append(beta.detach())
