@@ -107,11 +107,12 @@ tests=(tests/test_nn_tucker_triton.py tests/test_nn_tucker.py tests/test_model_o
 step tests 240 bash -c "set -o pipefail; $PY -m pytest -q -p no:cacheprovider -rs ${tests[*]} 2>&1 | tee $OUT/tests.log"
 
 if ((QUICK)); then
-    kernel_args=(--batch 8 --dims 16 --relations 3 --repeats 2 --warmup 1 --blocks 2x8x8)
+    kernel_args=(--batch 8 --dims 16 --joint-dims 16 --relations 3 --repeats 2 --warmup 1 --blocks 2x8x8
+        --gemm-blocks 16x8x16x16)
     profile_configs=(momok-torch@4)
     train_args=(--configs momok-torch@4 per-query@4 tucker@4 --repeats 1 --batches 1 --warmup 0 --no-memory --threads 1)
 else
-    kernel_args=()
+    kernel_args=(--blocks 2x32x32 4x32x32 1x64x64 --gemm-blocks 32x8x32x32/8 16x8x32x32/4 64x4x32x32/8 --repeats 10)
     profile_configs=(momok-triton@1024 momok-torch@1024)
     train_args=(--configs momok@1024 momok-torch@1024 momok-triton@1024 per-query@1024 tucker@1024
         --repeats 3 --batches 5 --warmup 2 --memory-timeout 90)

@@ -191,18 +191,25 @@ def test_train_with_core_dropout_equals_per_query_with_the_same_masks(tiny, monk
     heads_a, loss_a = _loss(fused, pairs, labels)
     loss_a.backward()
 
-    _, p_eff, scale = core_dropout_threshold(0.4)
-    queue = []
+    masks = []
     for head in heads:
         assert head.last_core_seed is not None
         keep = core_dropout_masks(
             head.last_core_seed, len(pairs), head.entity_dim, 0.4, chunk_size=head.chunk_size("cpu")
         )
         assert 0.5 < keep.double().mean().item() < 0.7
-        queue.append(keep)
+        masks.append(keep)
+    assert_per_query_with_masks_matches(monkeypatch, fused, per_query, masks, 0.4, pairs, labels, heads_a, loss_a)
+
+
+def assert_per_query_with_masks_matches(monkeypatch, fused, per_query, masks, rate, pairs, labels, heads_a, loss_a):
+    """The per-query model, its ``F.dropout`` replaced by ``masks`` (one per head, in call order), reproduces the
+    fused model's training forward (per-head logits ``heads_a``, loss ``loss_a``, already backpropagated)."""
+    scale = core_dropout_threshold(rate)[2]
+    queue = list(masks)
 
     def dropout(m, p, training):  # replaces F.dropout of the per-query path, head by head in call order
-        assert training and p == 0.4
+        assert training and p == rate
         keep = queue.pop(0)
         assert keep.shape == m.shape
         return m * keep * scale

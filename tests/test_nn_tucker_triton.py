@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import types
 
 import numpy as np
 import pytest
@@ -34,7 +33,7 @@ from pykeen_momok.nn.tucker import (  # noqa: E402
 
 pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[tests]' installs it)")
 
-from test_model_oracle import NO_RANDOMNESS, _assert_same_gradients, _batch, _loss, _pair  # noqa: E402
+from test_model_oracle import NO_RANDOMNESS, _batch, _loss, _pair, assert_per_query_with_masks_matches  # noqa: E402
 from test_model_oracle import tiny as tiny_graph  # noqa: E402,F401  (a fixture, under this name here)
 from test_nn_tucker import _grads, _problem, per_query_core_contraction  # noqa: E402
 
@@ -286,28 +285,14 @@ def test_model_on_the_triton_path_equals_per_query_with_the_same_masks(device, t
     loss_a.backward()
     # the base-modality heads take the distinct-relation kernels, the joint head (per-query relations) the GEMM ones
     assert [head.last_core_path for head in heads] == ["triton"] * len(heads)
-    scale = core_dropout_threshold(P)[2]
-    queue = [
+    masks = [
         core_dropout_masks(
             h.last_core_seed, len(pairs), h.entity_dim, P, device=device, chunk_size=h.chunk_size(device),
             path=h.last_core_path,
         )
         for h in heads
     ]  # fmt: skip
-
-    def dropout(m, p, training):  # replaces F.dropout of the per-query path, head by head in call order
-        assert training and p == P
-        keep = queue.pop(0)
-        assert keep.shape == m.shape
-        return m * keep * scale
-
-    monkeypatch.setattr(tucker, "F", types.SimpleNamespace(dropout=dropout))
-    heads_b, loss_b = _loss(per_query, pairs, labels)
-    loss_b.backward()
-    assert not queue
-    torch.testing.assert_close(heads_a, heads_b, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(loss_a, loss_b, rtol=1e-10, atol=1e-12)
-    _assert_same_gradients(fused, per_query, rtol=1e-9, atol=1e-12)
+    assert_per_query_with_masks_matches(monkeypatch, fused, per_query, masks, P, pairs, labels, heads_a, loss_a)
 
 
 # path setting --------------------------------------------------------------------------------------------------

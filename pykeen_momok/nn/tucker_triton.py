@@ -65,6 +65,18 @@ _LIBRARY_INTERPRETED: bool = triton is not None and type(tl.randint).__name__ ==
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def _check_tiles(sizes, powers_of_two: tuple[str, ...], positive: tuple[str, ...]) -> None:
+    """Refuse tile sizes that are no powers of two (``tl.arange`` needs them) or counts below 1."""
+    kind = type(sizes).__name__
+    for name in powers_of_two:
+        value = getattr(sizes, name)
+        if value < 1 or value & (value - 1):
+            raise ValueError(f"{kind}.{name} must be a power of two >= 1, got {value}")
+    for name in positive:
+        if getattr(sizes, name) < 1:
+            raise ValueError(f"{kind}.{name} must be >= 1, got {getattr(sizes, name)}")
+
+
 @dataclass(frozen=True)
 class TritonBlockSizes:
     """Tile sizes of the kernels (powers of two, except ``piece`` and ``num_warps``).
@@ -84,17 +96,12 @@ class TritonBlockSizes:
     num_warps: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("query", "row", "col"):
-            value = getattr(self, name)
-            if value < 1 or value & (value - 1):
-                raise ValueError(f"TritonBlockSizes.{name} must be a power of two >= 1, got {value}")
+        _check_tiles(self, ("query", "row", "col"), ("piece", "num_warps"))
         if self.query * self.row * self.col < 16:
             raise ValueError(
                 f"TritonBlockSizes: a tile needs at least 16 elements (query * row * col), got {self.query}, "
                 f"{self.row}, {self.col}"
             )
-        if self.piece < 1 or self.num_warps < 1:
-            raise ValueError(f"TritonBlockSizes: piece and num_warps must be >= 1, got {self.piece}, {self.num_warps}")
 
 
 #: the tile sizes used when none are given (not tuned on a GPU yet: ``benchmarks/tucker_kernels.py`` sweeps them)
@@ -119,17 +126,12 @@ class TritonGemmBlockSizes:
     num_warps: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("query", "row", "col", "k"):
-            value = getattr(self, name)
-            if value < 1 or value & (value - 1):
-                raise ValueError(f"TritonGemmBlockSizes.{name} must be a power of two >= 1, got {value}")
+        _check_tiles(self, ("query", "row", "col", "k"), ("num_warps",))
         if self.query < 16 or self.k < 16 or self.row * self.col < 16:
             raise ValueError(
                 f"TritonGemmBlockSizes: tl.dot needs query >= 16, k >= 16 and row * col >= 16, got {self.query}, "
                 f"{self.k} and {self.row} * {self.col}"
             )
-        if self.num_warps < 1:
-            raise ValueError(f"TritonGemmBlockSizes.num_warps must be >= 1, got {self.num_warps}")
 
 
 #: the per-query kernels' tiles when none are given (untuned, as :data:`DEFAULT_BLOCKS`)
@@ -179,60 +181,44 @@ if triton is not None:
         return (bits >> 16).to(tl.int32) >= drop_levels
 
     @triton.jit
-    def _forward_kernel(
-        x_ptr, m_ptr, index_ptr, out_ptr, num, dim, seed, drop_levels,
-        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
-    ):  # fmt: skip
-        """``out[b, j] = sum_i x[b, i] keep_b[i, j] M[u(b), i, j]``; grid ``(cdiv(B, BQ), cdiv(d, BJ))``."""
-        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
-        j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
-        q_ok = q < num
-        j_ok = j < dim
-        u = tl.load(index_ptr + q, mask=q_ok, other=0).to(tl.int64)
-        acc = tl.zeros((BLOCK_Q, BLOCK_J), dtype=ACC)
-        for i0 in range(0, dim, BLOCK_I):
-            i = i0 + tl.arange(0, BLOCK_I)
-            i_ok = i < dim
-            xs = tl.load(x_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & i_ok[None, :], other=0.0)
-            ok = q_ok[:, None, None] & i_ok[None, :, None] & j_ok[None, None, :]
-            ms = tl.load(
-                m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0
-            )
-            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
-            ms = tl.where(keep, ms.to(ACC), 0.0)
-            acc += tl.sum(xs.to(ACC)[:, :, None] * ms, axis=1)
-        tl.store(
-            out_ptr + q[:, None] * dim + j[None, :],
-            acc.to(out_ptr.dtype.element_ty),
-            mask=q_ok[:, None] & j_ok[None, :],
-        )
+    def _masked_matrix_tile(m_ptr, u, q, q_ok, i, j, dim, seed, drop_levels, ACC: tl.constexpr):
+        """``keep_b[i, j] M[u(b), i, j]`` for queries ``q`` (relations ``u``), rows ``i`` and columns ``j``."""
+        ok = q_ok[:, None, None] & (i < dim)[None, :, None] & (j < dim)[None, None, :]
+        ms = tl.load(m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0)
+        return tl.where(_keep_tile(seed, q, i, j, dim, drop_levels), ms.to(ACC), 0.0)
 
     @triton.jit
-    def _grad_x_kernel(
-        g_ptr, m_ptr, index_ptr, gx_ptr, num, dim, seed, drop_levels,
+    def _product_kernel(
+        v_ptr, m_ptr, index_ptr, out_ptr, num, dim, seed, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
+        TRANSPOSED: tl.constexpr,
     ):  # fmt: skip
-        """``gx[b, i] = sum_j keep_b[i, j] M[u(b), i, j] g[b, j]``; grid ``(cdiv(B, BQ), cdiv(d, BI))``."""
+        """``out_b = v_b @ (keep_b * M_u(b))`` (forward), or with ``TRANSPOSED`` ``(keep_b * M_u(b)) @ v_b`` (``dx``).
+
+        Each program owns a block of output coordinates (columns ``j``; rows ``i`` when transposed) and sums over
+        the other one. Grid ``(cdiv(B, BQ), cdiv(d, BJ))``, transposed ``(cdiv(B, BQ), cdiv(d, BI))``.
+        """
         q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
-        i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
         q_ok = q < num
-        i_ok = i < dim
         u = tl.load(index_ptr + q, mask=q_ok, other=0).to(tl.int64)
-        acc = tl.zeros((BLOCK_Q, BLOCK_I), dtype=ACC)
-        for j0 in range(0, dim, BLOCK_J):
-            j = j0 + tl.arange(0, BLOCK_J)
-            j_ok = j < dim
-            gs = tl.load(g_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & j_ok[None, :], other=0.0)
-            ok = q_ok[:, None, None] & i_ok[None, :, None] & j_ok[None, None, :]
-            ms = tl.load(
-                m_ptr + (u[:, None, None] * dim + i[None, :, None]) * dim + j[None, None, :], mask=ok, other=0.0
-            )
-            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
-            ms = tl.where(keep, ms.to(ACC), 0.0)
-            acc += tl.sum(ms * gs.to(ACC)[:, None, :], axis=2)
-        tl.store(
-            gx_ptr + q[:, None] * dim + i[None, :], acc.to(gx_ptr.dtype.element_ty), mask=q_ok[:, None] & i_ok[None, :]
-        )
+        if TRANSPOSED:
+            o = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+            acc = tl.zeros((BLOCK_Q, BLOCK_I), dtype=ACC)
+            for j0 in range(0, dim, BLOCK_J):
+                j = j0 + tl.arange(0, BLOCK_J)
+                vs = tl.load(v_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & (j < dim)[None, :], other=0.0)
+                ms = _masked_matrix_tile(m_ptr, u, q, q_ok, o, j, dim, seed, drop_levels, ACC)
+                acc += tl.sum(ms * vs.to(ACC)[:, None, :], axis=2)
+        else:
+            o = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
+            acc = tl.zeros((BLOCK_Q, BLOCK_J), dtype=ACC)
+            for i0 in range(0, dim, BLOCK_I):
+                i = i0 + tl.arange(0, BLOCK_I)
+                vs = tl.load(v_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & (i < dim)[None, :], other=0.0)
+                ms = _masked_matrix_tile(m_ptr, u, q, q_ok, i, o, dim, seed, drop_levels, ACC)
+                acc += tl.sum(vs.to(ACC)[:, :, None] * ms, axis=1)
+        out = out_ptr + q[:, None] * dim + o[None, :]
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=q_ok[:, None] & (o < dim)[None, :])
 
     @triton.jit
     def _grad_m_kernel(
@@ -333,56 +319,43 @@ if triton is not None:
         return tl.reshape(outer, (BLOCK_Q, BLOCK_I * BLOCK_J))
 
     @triton.jit
-    def _pq_forward_kernel(
-        x_ptr, r_ptr, w_ptr, out_ptr, num, dim, rdim, seed, drop_levels,
+    def _pq_product_kernel(
+        v_ptr, r_ptr, w_ptr, out_ptr, num, dim, rdim, seed, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
-        ACC: tl.constexpr, PRECISION: tl.constexpr,
+        ACC: tl.constexpr, PRECISION: tl.constexpr, TRANSPOSED: tl.constexpr,
     ):  # fmt: skip
-        """``out[b, j] = sum_i x[b, i] keep_b[i, j] (r_b W)[i, j]``; grid ``(cdiv(B, BQ), cdiv(d, BJ))``."""
-        q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
-        j0 = tl.program_id(1) * BLOCK_J
-        j = j0 + tl.arange(0, BLOCK_J)
-        q_ok = q < num
-        acc = tl.zeros((BLOCK_Q, BLOCK_J), dtype=ACC)
-        for i0 in range(0, dim, BLOCK_I):
-            m = _relation_matrix_tile(
-                r_ptr, w_ptr, q, q_ok, i0, j0, dim, rdim, BLOCK_Q, BLOCK_I, BLOCK_J, BLOCK_K, ACC, PRECISION
-            )
-            i = i0 + tl.arange(0, BLOCK_I)
-            xs = tl.load(x_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & (i < dim)[None, :], other=0.0)
-            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
-            acc += tl.sum(tl.where(keep, m, 0.0) * xs.to(ACC)[:, :, None], axis=1)
-        tl.store(
-            out_ptr + q[:, None] * dim + j[None, :],
-            acc.to(out_ptr.dtype.element_ty),
-            mask=q_ok[:, None] & (j < dim)[None, :],
-        )
+        """``out_b = v_b @ (keep_b * r_b W)`` (forward), or with ``TRANSPOSED`` ``(keep_b * r_b W) @ v_b`` (``dx``).
 
-    @triton.jit
-    def _pq_grad_x_kernel(
-        g_ptr, r_ptr, w_ptr, gx_ptr, num, dim, rdim, seed, drop_levels,
-        BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
-        ACC: tl.constexpr, PRECISION: tl.constexpr,
-    ):  # fmt: skip
-        """``gx[b, i] = sum_j keep_b[i, j] (r_b W)[i, j] g[b, j]``; grid ``(cdiv(B, BQ), cdiv(d, BI))``."""
+        As :func:`_product_kernel`, with the tiles of ``r_b W`` built by :func:`_relation_matrix_tile`.
+        """
         q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
-        i0 = tl.program_id(1) * BLOCK_I
-        i = i0 + tl.arange(0, BLOCK_I)
         q_ok = q < num
-        acc = tl.zeros((BLOCK_Q, BLOCK_I), dtype=ACC)
-        for j0 in range(0, dim, BLOCK_J):
-            m = _relation_matrix_tile(
-                r_ptr, w_ptr, q, q_ok, i0, j0, dim, rdim, BLOCK_Q, BLOCK_I, BLOCK_J, BLOCK_K, ACC, PRECISION
-            )
-            j = j0 + tl.arange(0, BLOCK_J)
-            gs = tl.load(g_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & (j < dim)[None, :], other=0.0)
-            keep = _keep_tile(seed, q, i, j, dim, drop_levels)
-            acc += tl.sum(tl.where(keep, m, 0.0) * gs.to(ACC)[:, None, :], axis=2)
-        tl.store(
-            gx_ptr + q[:, None] * dim + i[None, :],
-            acc.to(gx_ptr.dtype.element_ty),
-            mask=q_ok[:, None] & (i < dim)[None, :],
-        )
+        if TRANSPOSED:
+            i0 = tl.program_id(1) * BLOCK_I
+            o = i0 + tl.arange(0, BLOCK_I)
+            acc = tl.zeros((BLOCK_Q, BLOCK_I), dtype=ACC)
+            for j0 in range(0, dim, BLOCK_J):
+                m = _relation_matrix_tile(
+                    r_ptr, w_ptr, q, q_ok, i0, j0, dim, rdim, BLOCK_Q, BLOCK_I, BLOCK_J, BLOCK_K, ACC, PRECISION
+                )
+                j = j0 + tl.arange(0, BLOCK_J)
+                vs = tl.load(v_ptr + q[:, None] * dim + j[None, :], mask=q_ok[:, None] & (j < dim)[None, :], other=0.0)
+                m = tl.where(_keep_tile(seed, q, o, j, dim, drop_levels), m, 0.0)
+                acc += tl.sum(m * vs.to(ACC)[:, None, :], axis=2)
+        else:
+            j0 = tl.program_id(1) * BLOCK_J
+            o = j0 + tl.arange(0, BLOCK_J)
+            acc = tl.zeros((BLOCK_Q, BLOCK_J), dtype=ACC)
+            for i0 in range(0, dim, BLOCK_I):
+                m = _relation_matrix_tile(
+                    r_ptr, w_ptr, q, q_ok, i0, j0, dim, rdim, BLOCK_Q, BLOCK_I, BLOCK_J, BLOCK_K, ACC, PRECISION
+                )
+                i = i0 + tl.arange(0, BLOCK_I)
+                vs = tl.load(v_ptr + q[:, None] * dim + i[None, :], mask=q_ok[:, None] & (i < dim)[None, :], other=0.0)
+                m = tl.where(_keep_tile(seed, q, i, o, dim, drop_levels), m, 0.0)
+                acc += tl.sum(m * vs.to(ACC)[:, :, None], axis=1)
+        out = out_ptr + q[:, None] * dim + o[None, :]
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=q_ok[:, None] & (o < dim)[None, :])
 
     @triton.jit
     def _pq_grad_r_kernel(
@@ -535,12 +508,7 @@ class _TritonDistinctCoreContraction(torch.autograd.Function):
         x, matrices, index = x.contiguous(), matrices.contiguous(), index.contiguous()
         out = torch.empty_like(x)
         if num:
-            grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.col))
-            _forward_kernel[grid](
-                x, matrices, index, out, num, dim, seed, drop_levels,
-                BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col, ACC=_accumulator(x.dtype),
-                num_warps=blocks.num_warps,
-            )  # fmt: skip
+            _launch_product(x, matrices, index, out, seed, drop_levels, blocks, transposed=False)
         ctx.save_for_backward(x, matrices, index)
         ctx.seed, ctx.drop_levels, ctx.blocks = seed, drop_levels, blocks
         return out
@@ -552,21 +520,26 @@ class _TritonDistinctCoreContraction(torch.autograd.Function):
         seed, drop_levels, blocks = ctx.seed, ctx.drop_levels, ctx.blocks
         num, dim = x.shape
         g = grad_out.to(x.dtype).contiguous()
-        acc = _accumulator(x.dtype)
         grad_x = grad_m = None
         if need_x:
             grad_x = torch.empty_like(x)
             if num:
-                grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.row))
-                _grad_x_kernel[grid](
-                    g, matrices, index, grad_x, num, dim, seed, drop_levels,
-                    BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col, ACC=acc, num_warps=blocks.num_warps,
-                )  # fmt: skip
+                _launch_product(g, matrices, index, grad_x, seed, drop_levels, blocks, transposed=True)
         if need_m:
             grad_m = torch.zeros_like(matrices)
             if num:
                 grad_m = _grad_matrices(x, g, index, matrices.shape[0], seed, drop_levels, blocks, grad_m)
         return grad_x, grad_m, None, None, None, None
+
+
+def _launch_product(v, matrices, index, out, seed, drop_levels, blocks, transposed: bool) -> None:
+    """:func:`_product_kernel` over the batch: ``v @ (keep * M)`` or, transposed, ``(keep * M) @ v`` into ``out``."""
+    num, dim = v.shape
+    grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.row if transposed else blocks.col))
+    _product_kernel[grid](
+        v, matrices, index, out, num, dim, seed, drop_levels, BLOCK_Q=blocks.query, BLOCK_I=blocks.row,
+        BLOCK_J=blocks.col, ACC=_accumulator(v.dtype), TRANSPOSED=transposed, num_warps=blocks.num_warps,
+    )  # fmt: skip
 
 
 def _grad_matrices(x, g, index, num_groups, seed, drop_levels, blocks, grad_m):
@@ -611,9 +584,8 @@ class _TritonPerQueryCoreContraction(torch.autograd.Function):
         out = torch.empty_like(x)
         if num:
             grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.col))
-            _pq_forward_kernel[grid](
-                x, r, core, out, num, dim, rdim, seed, drop_levels, **_gemm_options(x.dtype, blocks)
-            )
+            options = _gemm_options(x.dtype, blocks)
+            _pq_product_kernel[grid](x, r, core, out, num, dim, rdim, seed, drop_levels, TRANSPOSED=False, **options)
         ctx.save_for_backward(x, r, core)
         ctx.seed, ctx.drop_levels, ctx.blocks = seed, drop_levels, blocks
         return out
@@ -632,7 +604,9 @@ class _TritonPerQueryCoreContraction(torch.autograd.Function):
         if num:
             if need_x:
                 grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.row))
-                _pq_grad_x_kernel[grid](g, r, core, grad_x, num, dim, rdim, seed, drop_levels, **options)
+                _pq_product_kernel[grid](
+                    g, r, core, grad_x, num, dim, rdim, seed, drop_levels, TRANSPOSED=True, **options
+                )
             if need_r:
                 grid = (triton.cdiv(num, blocks.query), triton.cdiv(rdim, blocks.k))
                 _pq_grad_r_kernel[grid](x, g, core, grad_r, num, dim, rdim, seed, drop_levels, **options)
