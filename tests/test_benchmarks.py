@@ -368,3 +368,26 @@ def test_minilm_matrix_without_its_labels_file_warns(tmp_path):
         dataset = MKGY(directory=copy, cache_root=tmp_path / "c", progress=False, image_features=None)
         dataset.training  # noqa: B018 -- load now
     assert "text" not in dataset.training.modalities
+
+
+def test_generated_id_files_of_two_folders_do_not_collide(tmp_path: pathlib.Path) -> None:
+    """Two FB15K-237-IMG folders built before either is loaded each keep their own generated ids.
+
+    Regression: the ids were written to one fixed name in the shared cache folder, so the second folder's ids
+    replaced the first's before the first (lazily) read them.
+    """
+
+    def folder(name: str, labels: str) -> pathlib.Path:
+        path = tmp_path / name
+        path.mkdir()
+        rows = "".join(f"/m/{a}\t/r/x\t/m/{b}\n" for a, b in zip(labels, labels[1:]))
+        for split in ("train.tsv", "valid.tsv", "test.tsv"):
+            (path / split).write_text(rows)
+        return path
+
+    kwargs = dict(verify="none", image_features=None, text_features=None)
+    first = FB15k237IMG(directory=folder("first", "abcd"), **kwargs)
+    second = FB15k237IMG(directory=folder("second", "vwxyz"), **kwargs)
+    assert set(first.training.entity_to_id) == {"/m/a", "/m/b", "/m/c", "/m/d"}
+    assert set(second.training.entity_to_id) == {f"/m/{x}" for x in "vwxyz"}
+    assert first.training.num_triples == 3 and second.training.num_triples == 4

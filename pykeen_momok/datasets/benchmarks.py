@@ -24,6 +24,7 @@ Features (``image_features=`` / ``text_features=``): ``"auto"``, ``"authors"``, 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pathlib
@@ -323,9 +324,12 @@ class MMKGBenchmark(BenchmarkFeatures, MultiModalDataset):
             entities.update(triples[:, 2].tolist())
             relations.update(triples[:, 1].tolist())
         out = []
-        for name, labels in (("entity2id.generated.txt", entities), ("relation2id.generated.txt", relations)):
-            path = self.cache_folder / name
+        for stem, labels in (("entity2id", entities), ("relation2id", relations)):
             text = "".join(f"{label}\t{i}\n" for i, label in enumerate(sorted(labels)))
+            # named by their content: two folders of this dataset (e.g. the published one and a slice of it) used
+            # at the same time never overwrite each other's ids between writing and reading them
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+            path = self.cache_folder / f"{stem}.generated.{digest}.txt"
             if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged: the cache stays valid
                 with atomic_write(path) as tmp:
                     tmp.write_text(text, encoding="utf-8")
