@@ -82,3 +82,20 @@ def test_wrong_number_of_inputs():
         fusion([torch.randn(2, 2)])
     with pytest.raises(ValueError):
         ModalityFusion([], out_dim=4)
+
+
+def test_attention_weights_are_forwards_without_fusing():
+    torch.manual_seed(1)
+    fusion = ModalityFusion([3, 4, 2], out_dim=5, num_heads=2, dropout=0.5).eval()
+    inputs = [torch.randn(6, d) for d in (3, 4, 2)]
+    fusion(inputs)
+    kept = fusion.last_attention
+    other = [torch.randn(6, d) for d in (3, 4, 2)]
+    weights = fusion.attention_weights(other)
+    assert fusion.last_attention is kept  # nothing stored
+    fusion(other)
+    torch.testing.assert_close(weights, fusion.last_attention)
+    assert weights.shape == (6, 2, 3)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(6, 2))
+    with pytest.raises(ValueError, match="expected 3 modality inputs"):
+        fusion.attention_weights(other[:2])

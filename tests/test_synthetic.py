@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from docdata import get_docdata
 
@@ -68,3 +69,57 @@ def test_get_dataset_generates_afresh_without_pykeen_cache():
     assert first.training.create_inverse_triples and second.training.create_inverse_triples
     assert torch.equal(first.training.mapped_triples, second.training.mapped_triples)
     assert cached() == before
+
+
+def test_relation_attributes_default_is_the_original_graph():
+    default, features = generate_synthetic_mmkg(seed=4)
+    explicit, explicit_features = generate_synthetic_mmkg(seed=4, relation_attributes="both")
+    assert all(np.array_equal(default[key], explicit[key]) for key in default)
+    assert all(features[name] == explicit_features[name] for name in features)
+    assert SyntheticMMKG().training.metadata["relation_attributes"] == {f"r{i:02d}": "both" for i in range(6)}
+
+
+def _attribute_maps(relation_attributes) -> dict[str, tuple[bool, bool]]:
+    """Per relation: whether the tail's colour is a function of the head's colour, and its shape of the head's shape.
+
+    Without noise and missing rows, two entities share a colour iff their image rows are equal (shape: text rows).
+    """
+    splits, modalities = generate_synthetic_mmkg(
+        num_colours=4, num_shapes=5, num_relations=4, triples_per_entity=4, noise=0.0, missing_fraction=0.0,
+        relation_attributes=relation_attributes, seed=1,
+    )
+    code = {name: {f"e{i:05d}": tuple(row) for i, row in enumerate(modalities[name].features.tolist())}
+            for name in ("image", "text")}
+    triples = np.concatenate(list(splits.values()))
+    result = {}
+    for relation in sorted(set(triples[:, 1])):
+        rows = triples[triples[:, 1] == relation]
+        functional = []
+        for name in ("image", "text"):
+            images: dict[tuple, set] = {}
+            for head, _, tail in rows:
+                images.setdefault(code[name][head], set()).add(code[name][tail])
+            functional.append(all(len(tails) == 1 for tails in images.values()))
+        result[str(relation)] = tuple(functional)
+    return result
+
+
+def test_relation_attributes_plant_colour_only_and_shape_only_relations():
+    # colour relations: the tail's colour follows the head's, its shape does not (and the other way round)
+    assert _attribute_maps("alternate") == {"r00": (True, False), "r01": (False, True), "r02": (True, False),
+                                            "r03": (False, True)}
+    assert _attribute_maps(["both", "colour", "shape", "both"]) == {
+        "r00": (True, True), "r01": (True, False), "r02": (False, True), "r03": (True, True)}
+    dataset = SyntheticMMKG(relation_attributes="alternate", num_relations=4, triples_per_entity=4)
+    assert dataset.training.metadata["relation_attributes"] == {"r00": "colour", "r01": "shape", "r02": "colour",
+                                                                "r03": "shape"}
+    # the cells, cold entities and features are those of the default graph
+    _, features = generate_synthetic_mmkg(seed=0)
+    assert all(dataset.training.modalities[name] == features[name] for name in features)
+
+
+def test_relation_attributes_errors():
+    with pytest.raises(ValueError, match="names 2 relations, the graph has num_relations=6"):
+        generate_synthetic_mmkg(relation_attributes=["colour", "shape"])
+    with pytest.raises(ValueError, match=r"unknown \['size'\]"):
+        generate_synthetic_mmkg(relation_attributes="size")
