@@ -113,9 +113,6 @@ def test_relation_attributes_plant_colour_only_and_shape_only_relations():
     dataset = SyntheticMMKG(relation_attributes="alternate", num_relations=4, triples_per_entity=4)
     assert dataset.training.metadata["relation_attributes"] == {"r00": "colour", "r01": "shape", "r02": "colour",
                                                                 "r03": "shape"}
-    # the cells, cold entities and features are those of the default graph
-    _, features = generate_synthetic_mmkg(seed=0)
-    assert all(dataset.training.modalities[name] == features[name] for name in features)
 
 
 def test_relation_attributes_errors():

@@ -92,8 +92,8 @@ def generate_synthetic_mmkg(
     to chance: its tail is a random entity of the shifted colour (or shape).
 
     :param relation_attributes: what each relation shifts, see :func:`resolve_relation_attributes`; the random
-        attribute is drawn from a stream of its own, so the cells, offsets, cold entities and features are those
-        of the default graph of the same seed (the held-out triples differ where their tails do)
+        attribute is drawn from a stream of its own, so the cells, offsets and cold entities are those of the
+        default graph of the same seed (the held-out triples differ where their tails do)
     :return: labeled triples ``{"training", "validation", "testing"}`` each of shape ``(n, 3)``, and the
         ``image`` / ``text`` :class:`ModalityFeatures` in entity-id order (labels ``e00000``, ...)
     """
