@@ -328,6 +328,17 @@ def test_auto_takes_torch_on_cpu_without_timing():
     assert core_contraction_choices() == {}
 
 
+def test_head_pickled_before_the_path_setting_still_trains():
+    """Heads in models pickled by earlier versions have no ``contraction_path``/``last_core_path``: class defaults."""
+    import pickle
+
+    head = TuckerHead(6, 4)
+    del head.__dict__["contraction_path"], head.__dict__["last_core_path"]  # what such an old pickle holds
+    head = pickle.loads(pickle.dumps(head)).train()
+    assert head(torch.randn(5, 6), torch.tensor([0, 1, 0, 1, 1]), torch.randn(2, 4)).shape == (5, 6)
+    assert head.contraction_path is None and head.last_core_path == "torch"
+
+
 def test_triton_path_without_interpreter_on_cpu_says_why(monkeypatch):
     monkeypatch.setattr(tucker_triton, "INTERPRETED", False)
     ok, reason = tucker_triton.triton_availability("cpu")

@@ -716,8 +716,11 @@ class TuckerHead(nn.Module):
 
     #: the base seed of the core dropout masks of the last fused training forward (None before)
     last_core_seed: int | None
-    #: the path that drew those masks, ``"torch"`` or ``"triton"`` (for :func:`core_dropout_masks`; None before)
-    last_core_path: str | None
+    #: the path that drew those masks, ``"torch"`` or ``"triton"`` (for :func:`core_dropout_masks`; None before);
+    #: class-level defaults of this and ``contraction_path`` keep heads pickled before they existed loadable
+    last_core_path: str | None = None
+    #: the head's own contraction path, or None for the process-wide setting
+    contraction_path: str | None = None
 
     def __init__(
         self,
