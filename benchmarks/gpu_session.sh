@@ -6,8 +6,9 @@
 #   bash benchmarks/gpu_session.sh           # on the GPU machine (carry .gpu_carry along): everything below -> $OUT
 #   DEVICE=cpu QUICK=1 bash benchmarks/gpu_session.sh   # a check of this script on CPU, tiny sizes (Triton interpreted)
 #
-# Written for one H200 slot of about 15 minutes, start-up included: the steps take ~7 minutes there (estimated,
-# not yet measured) and each has its own time limit, so a hang costs that step only. GPU machines here reach no
+# Written for one H200 slot of about 15 minutes, start-up included: the steps should take ~7 minutes there
+# (estimated, not yet measured); each has a time limit inside a total budget ($BUDGET_S, 540 s: a lease runs one
+# command for 10 minutes at most), results are packed after every step, and the least needed steps run last. GPU machines here reach no
 # package index, so `prepare` downloads, on the dev machine, PyKEEN and the dependencies that the GPU image lacks
 # (its image has torch, triton, numpy, scipy, pandas, scikit-learn...), as CPython 3.12 manylinux wheels; the
 # session installs this package from them with the `gpu` extra, offline. `prepare` also copies the read-only
@@ -57,20 +58,35 @@ fi
 DATA=${MOMOK_MKGY_DIR:-$CARRY/data/MKG-Y}
 [[ -d "$DATA" ]] || DATA="${MOMOK_SHARED_DATA:-../shared/data}/MKG-Y"
 started=$SECONDS
+# the whole run's budget: a GPU lease runs one command for 10 minutes at most, and what is packed by then comes back
+BUDGET=${BUDGET_S:-540}
 declare -a SUMMARY=()
 
-step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a time limit, record status and duration, go on either way
+pack() {  # results so far: the tarball and the two CSVs next to session.log (after every step: a cut run keeps them)
+    for name in train_epoch.csv tucker_kernels.csv; do
+        [[ -f "$RESULTS/$name" ]] && cp "$RESULTS/$name" "$OUT/$name"
+    done
+    tar -czf "$OUT/gpu_session_results.tar.gz" -C "$OUT" results
+}
+
+step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a time limit within the budget, record status and time
     local name=$1 limit=$2
     shift 2
-    local t0=$SECONDS
+    local t0=$SECONDS left=$((BUDGET - (SECONDS - started) - 15))
+    if ((left < 30)); then
+        SUMMARY+=("$(printf '%-24s %-18s %4d s' "$name" "SKIPPED (budget)" 0)")
+        return 0
+    fi
+    ((limit > left)) && limit=$left
     echo
-    echo "=== $name (limit ${limit} s, at $((SECONDS - started)) s): $*"
+    echo "=== $name (limit ${limit} s, at $((SECONDS - started)) s of $BUDGET): $*"
     timeout --kill-after=10 "$limit" "$@"
     local rc=$?
     local status="ok"
     ((rc == 124 || rc == 137)) && status="TIMED OUT"
     ((rc != 0 && rc != 124 && rc != 137)) && status="FAILED (exit $rc)"
     SUMMARY+=("$(printf '%-24s %-18s %4d s' "$name" "$status" $((SECONDS - t0)))")
+    pack
     return 0
 }
 
@@ -99,12 +115,17 @@ install_package() {
 export -f install_package  # `timeout` runs commands, not shell functions: through a child bash
 export PY CARRY
 step install 180 bash -c install_package
+if ! "$PY" -c "import pykeen, pykeen_momok" 2>/dev/null && [[ -d "$CARRY/wheels" ]]; then
+    echo "the editable install did not work: the wheels unpacked into /tmp/site, the checkout on PYTHONPATH instead"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$CARRY"/wheels/*.whl
+    export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 "$PY" -c "import pykeen_momok, pykeen; print('pykeen', pykeen.get_version(), 'pykeen_momok from', pykeen_momok.__file__)"
 
 tests=(tests/test_nn_tucker_triton.py tests/test_nn_tucker.py tests/test_model_oracle.py)
 ((QUICK)) && tests=(tests/test_nn_tucker_triton.py)
 # the CUDA tests run the compiled kernels (the same oracle tests as in CI's interpreter mode, on the GPU)
-step tests 240 bash -c "set -o pipefail; $PY -m pytest -q -p no:cacheprovider -rs ${tests[*]} 2>&1 | tee $OUT/tests.log"
+step tests 180 bash -c "set -o pipefail; $PY -m pytest -q -p no:cacheprovider -rs ${tests[*]} 2>&1 | tee $OUT/tests.log"
 
 if ((QUICK)); then
     kernel_args=(--batch 8 --dims 16 --joint-dims 16 --relations 3 --repeats 2 --warmup 1 --blocks 2x8x8
@@ -115,22 +136,19 @@ else
     kernel_args=(--blocks 2x32x32 4x32x32 1x64x64 --gemm-blocks 32x8x32x32/8 16x8x32x32/4 64x4x32x32/8 --repeats 10)
     profile_configs=(momok-triton@1024 momok-torch@1024)
     train_args=(--configs momok@1024 momok-torch@1024 momok-triton@1024 per-query@1024 tucker@1024
-        --repeats 3 --batches 5 --warmup 2 --memory-timeout 90)
+        --repeats 3 --batches 5 --warmup 2 --memory-timeout 60)
 fi
 step tucker_kernels 150 "$PY" benchmarks/tucker_kernels.py --device "$DEVICE" "${kernel_args[@]}" \
     --out "$RESULTS/tucker_kernels.json"
-for config in "${profile_configs[@]}"; do
-    step "profile $config" 120 "$PY" benchmarks/profile_step.py --device "$DEVICE" --config "$config" \
+step train_epoch 240 "$PY" benchmarks/train_epoch.py --device "$DEVICE" --dataset-dir "$DATA" "${train_args[@]}" \
+    --out "$RESULTS/train_epoch.json"
+for config in "${profile_configs[@]}"; do  # last: the least needed if the budget runs short
+    step "profile $config" 90 "$PY" benchmarks/profile_step.py --device "$DEVICE" --config "$config" \
         --dataset-dir "$DATA" --out "$RESULTS/profile_${config//@/_}.txt"
 done
-step train_epoch 330 "$PY" benchmarks/train_epoch.py --device "$DEVICE" --dataset-dir "$DATA" "${train_args[@]}" \
-    --out "$RESULTS/train_epoch.json"
 
 echo
 echo "=== summary ($((SECONDS - started)) s in all)"
 printf '%s\n' "${SUMMARY[@]}"
-for name in train_epoch.csv tucker_kernels.csv; do
-    [[ -f "$RESULTS/$name" ]] && cp "$RESULTS/$name" "$OUT/$name"
-done
-tar -czf "$OUT/gpu_session_results.tar.gz" -C "$OUT" results && rm -rf "$RESULTS"
+pack && rm -rf "$RESULTS"
 ls -la "$OUT"

@@ -477,6 +477,8 @@ def test_kernels_compile_for_a_hopper_gpu():
     import subprocess
     import sys
 
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the other tests compile and run the kernels on it")
     triton_backends = pytest.importorskip("triton.backends")
     if "nvidia" not in getattr(triton_backends, "backends", {}):
         pytest.skip("this triton has no NVIDIA backend to compile with")
