@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import math
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -157,11 +157,17 @@ def _colours(heads: Sequence[str]) -> dict[str, object]:
     return colours
 
 
-def plot_head_mrr(overall: pd.DataFrame, per_relation: pd.DataFrame, stem: str | pathlib.Path) -> PlotFiles:
+def plot_head_mrr(
+    overall: pd.DataFrame,
+    per_relation: pd.DataFrame,
+    stem: str | pathlib.Path,
+    notes: Mapping[str, str] | None = None,
+) -> PlotFiles:
     """Bars of each head's filtered MRR: overall, then per relation (both sides pooled).
 
     :param overall: :func:`~.ranks.rank_metrics` of all ranks (one row per head)
     :param per_relation: :func:`~.ranks.rank_metrics` by ``relation``
+    :param notes: per relation label, a note shown under it (e.g. what a synthetic relation depends on)
     """
     Figure = require_matplotlib()
     heads = list(dict.fromkeys(overall["head"]))
@@ -181,7 +187,8 @@ def plot_head_mrr(overall: pd.DataFrame, per_relation: pd.DataFrame, stem: str |
     for index, name in enumerate(heads):
         right.bar(np.arange(len(relations)) + (index - (len(heads) - 1) / 2) * width, table[name].to_numpy(),
                   width=width, color=colours[name], label=name)
-    right.set_xticks(range(len(relations)), labels=relations, rotation=30, ha="right")
+    labels = [f"{label}\n{notes[label]}" if notes and label in notes else label for label in relations]
+    right.set_xticks(range(len(relations)), labels=labels, rotation=0 if notes else 30, ha="center" if notes else "right")
     right.set_title("per relation (head and tail side)", fontsize=10)
     right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for axes in (left, right):

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from collections.abc import Mapping, Sequence
 
@@ -52,7 +53,9 @@ class Report:
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """A pipe table (pandas' ``to_markdown`` needs the optional tabulate)."""
     def cell(value) -> str:
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
 
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.itertuples(index=False)]
@@ -61,7 +64,7 @@ def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 
 def _relation_table(summary: pd.DataFrame, metrics: pd.DataFrame, notes: Mapping[str, str]) -> pd.DataFrame:
     """Per relation: what the dataset planted (if it says), each head's MRR, temperature and fusion attention."""
-    mrr = metrics.pivot(index="relation", columns="head", values="MRR")
+    mrr = metrics.pivot(index="relation", columns="head", values="MRR")[list(dict.fromkeys(metrics["head"]))]
     rows = []
     for record in summary.to_dict("records"):
         row = {"relation": relation_display(record["relation"], record["direction"])}
@@ -73,7 +76,7 @@ def _relation_table(summary: pd.DataFrame, metrics: pd.DataFrame, notes: Mapping
         row |= {f"fusion {key.split(':')[1]}": float(value) for key, value in record.items()
                 if str(key).startswith("entity_fusion:")}
         rows.append(row)
-    return pd.DataFrame(rows).fillna("")
+    return pd.DataFrame(rows)  # NaN where a row has no value (the inverse rows' MRR): blank in the summary
 
 
 def _robustness_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -176,6 +179,8 @@ def write_report(
     if list(rates) and has_features:
         tables["robustness"] = robustness_table(model, dataset, rates=rates, modes=modes, split=split, seed=seed,
                                                 batch_size=batch_size, use_tqdm=use_tqdm)
+    # what the dataset says each relation depends on (SyntheticMMKG's planted attributes), shown where present
+    notes = dict((getattr(training, "metadata", None) or {}).get("relation_attributes") or {})
     files = []
     for name, table in tables.items():
         path = out / REPORT_FILES[name]
@@ -185,13 +190,12 @@ def write_report(
         from . import plots as plotting
 
         drawn = [plotting.plot_expert_usage(weights, out / "experts"),
-                 plotting.plot_head_mrr(rank_metrics(ranks), per_relation, out / "head_mrr")]
+                 plotting.plot_head_mrr(rank_metrics(ranks), per_relation, out / "head_mrr", notes=notes)]
         if (weights["kind"] == "entity_fusion").any():
             drawn.insert(0, plotting.plot_fusion(weights, out / "fusion"))
         if "robustness" in tables:
             drawn.append(plotting.plot_robustness(tables["robustness"], out / "robustness"))
         files += [path for plot in drawn for path in (plot.png, plot.svg)]
-    notes = (getattr(training, "metadata", None) or {}).get("relation_attributes") or {}
     relations = _relation_table(tables["relation_summary"], per_relation, notes)
     summary = out / SUMMARY_FILE
     files.append(summary)
