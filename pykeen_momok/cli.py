@@ -806,6 +806,11 @@ def _load_folder_model(folder: pathlib.Path, device: str):
         raise OptionError(str(error), param_hint="FOLDER") from None
 
 
+_split_option = click.option(
+    "--split", type=click.Choice(["test", "validation"]), default="test", show_default=True, help="the split to rank."
+)
+
+
 def _folder_and_dataset(folder, dataset, directory, dataset_kwargs, split, device, threads, verbose):
     """A trained folder's model and training factory, its dataset (checked to be the model's) and the split's key.
 
@@ -850,8 +855,7 @@ def _folder_and_dataset(folder, dataset, directory, dataset_kwargs, split, devic
 )
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
 @_dataset_options
-@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
-              help="the split to rank.")
+@_split_option
 @click.option("--out", "out_path", type=click.Path(path_type=pathlib.Path),
               help="also write the metrics: a .json file (everything) or a .csv file (side, MRR, H@1, H@3, H@10).")
 @click.option("--batch-size", type=POSITIVE, help="evaluation batch size (default: the training run's, else 256).")
@@ -996,8 +1000,7 @@ class _Rates(click.ParamType):
 )
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
 @_dataset_options
-@click.option("--split", type=click.Choice(["test", "validation"]), default="test", show_default=True,
-              help="the split to rank.")
+@_split_option
 @click.option("-o", "--out", required=True, type=click.Path(path_type=pathlib.Path),
               help="the report folder to write (created if needed).")
 @click.option("--rates", type=_Rates(), default="0,0.25,0.5,0.75,1", show_default=True,
@@ -1019,6 +1022,7 @@ def analyze(
     threads, progress, verbose,
 ) -> int:  # noqa: D103
     from .analysis.report import SUMMARY_FILE, write_report
+    from .analysis.robustness import CORRUPTIONS
 
     if out.exists() and not out.is_dir():
         raise OptionError(f"{str(out)!r} is a file; expected a folder", param_hint="--out")
@@ -1036,7 +1040,7 @@ def analyze(
         folder, dataset, directory, dataset_kwargs, split, device, threads, verbose
     )
     report = write_report(
-        model, built, out, split=key, rates=rates, modes=modes or ("missing", "noise"), seed=seed, plots=plots,
+        model, built, out, split=key, rates=rates, modes=modes or CORRUPTIONS, seed=seed, plots=plots,
         batch_size=batch_size or info.get("evaluation_batch_size") or 256, use_tqdm=progress,
         describe=f"MoMoK of `{folder}` on the {spec.describe()}",
     )

@@ -13,6 +13,7 @@ from pykeen.datasets import EagerDataset
 from pykeen_momok import MoMoK, MoMoKLoss
 from pykeen_momok.analysis import (
     DECISION,
+    _internals,
     explain_target,
     head_ranks,
     presence_metrics,
@@ -22,7 +23,6 @@ from pykeen_momok.analysis import (
     robustness_table,
     side_metrics,
 )
-from pykeen_momok.analysis import _internals
 from pykeen_momok.analysis.robustness import corrupt_rows, corrupted_entities
 from pykeen_momok.datasets.synthetic import SyntheticMMKG
 from pykeen_momok.predict import Predictor, UnknownLabelError, evaluate_model
@@ -46,8 +46,11 @@ TESTING = [("d", "r", "a"), ("b", "r", "d")]
 
 def _factory(triples, modality: ModalityFeatures) -> MultiModalTriplesFactory:
     return MultiModalTriplesFactory.from_labeled_triples(
-        np.array(triples, dtype=str), entity_to_id={e: i for i, e in enumerate(ENTITIES)}, relation_to_id={"r": 0},
-        create_inverse_triples=True, modalities={"image": modality},
+        np.array(triples, dtype=str),
+        entity_to_id={e: i for i, e in enumerate(ENTITIES)},
+        relation_to_id={"r": 0},
+        create_inverse_triples=True,
+        modalities={"image": modality},
     )
 
 
@@ -57,9 +60,21 @@ def hand_built() -> tuple[MoMoK, EagerDataset]:
     image = ModalityFeatures(features=torch.tensor(IMAGE), present=torch.tensor([True, True, True, False]))
     training, testing = _factory(TRAINING, image), _factory(TESTING, image)
     model = MoMoK(
-        triples_factory=training, embedding_dim=2, relation_dim=2, num_experts=2, mi_weight=0.0, fusion_heads=1,
-        adapters="identity", normalize_features=False, input_dropout=0.0, core_dropout=0.0, hidden_dropout=0.0,
-        fusion_dropout=0.0, gating_noise=False, loss=MoMoKLoss(), random_seed=0,
+        triples_factory=training,
+        embedding_dim=2,
+        relation_dim=2,
+        num_experts=2,
+        mi_weight=0.0,
+        fusion_heads=1,
+        adapters="identity",
+        normalize_features=False,
+        input_dropout=0.0,
+        core_dropout=0.0,
+        hidden_dropout=0.0,
+        fusion_dropout=0.0,
+        gating_noise=False,
+        loss=MoMoKLoss(),
+        random_seed=0,
     )
     with torch.no_grad():
         model.entity_representations[0]._embeddings.weight.copy_(torch.tensor(STRUCTURE))
@@ -70,8 +85,10 @@ def hand_built() -> tuple[MoMoK, EagerDataset]:
             experts.bias.zero_()
             experts.w_gate.copy_(torch.tensor(GATES[name]))
             model.relation_representations[1 + index]._embeddings.weight.copy_(torch.tensor(RELATION_VECTORS[name]))
-        for fusion, attention in ((model.interaction.entity_fusion, ENTITY_ATTENTION),
-                                  (model.interaction.relation_fusion, RELATION_ATTENTION)):
+        for fusion, attention in (
+            (model.interaction.entity_fusion, ENTITY_ATTENTION),
+            (model.interaction.relation_fusion, RELATION_ATTENTION),
+        ):
             for linear in fusion.projections[0]:
                 linear.weight.copy_(torch.eye(2))
                 linear.bias.zero_()
@@ -103,16 +120,22 @@ def test_relation_weights_are_the_hand_set_ones(hand_built):
         assert set(selected["queries"]) == {len(given)}
         assert selected["temperature"].to_numpy() == pytest.approx(temperature)
         for name, table in rows.items():
-            expected = np.mean([_softmax([sum(table[e][j] * GATES[name][j][k] for j in range(2)) / temperature
-                                          for k in range(2)]) for e in given], axis=0)
+            expected = np.mean(
+                [
+                    _softmax([sum(table[e][j] * GATES[name][j][k] for j in range(2)) / temperature for k in range(2)])
+                    for e in given
+                ],
+                axis=0,
+            )
             gates = selected[(selected["kind"] == "gate") & (selected["modality"] == name)].sort_values("expert")
             assert gates["weight"].to_numpy() == pytest.approx(expected, abs=1e-6)
         fusion = selected[selected["kind"] == "entity_fusion"].set_index("modality")["weight"]
         expected = np.mean([_attention([STRUCTURE[e], IMAGE[e]], ENTITY_ATTENTION) for e in given], axis=0)
         assert fusion[["structure", "image"]].to_numpy() == pytest.approx(expected, abs=1e-6)
         relation = 0 if direction == "forward" else 1
-        expected = _attention([RELATION_VECTORS["structure"][relation], RELATION_VECTORS["image"][relation]],
-                              RELATION_ATTENTION)
+        expected = _attention(
+            [RELATION_VECTORS["structure"][relation], RELATION_VECTORS["image"][relation]], RELATION_ATTENTION
+        )
         fusion = selected[selected["kind"] == "relation_fusion"].set_index("modality")["weight"]
         assert fusion[["structure", "image"]].to_numpy() == pytest.approx(expected, abs=1e-6)
     assert set(weights["relation"]) == {"r"}
@@ -120,8 +143,14 @@ def test_relation_weights_are_the_hand_set_ones(hand_built):
     summary = relation_summary(weights)
     assert list(summary["direction"]) == ["forward", "inverse"]
     assert list(summary.columns[5:]) == [
-        "entity_fusion:structure", "entity_fusion:image", "relation_fusion:structure", "relation_fusion:image",
-        "gate:structure:0", "gate:structure:1", "gate:image:0", "gate:image:1",
+        "entity_fusion:structure",
+        "entity_fusion:image",
+        "relation_fusion:structure",
+        "relation_fusion:image",
+        "gate:structure:0",
+        "gate:structure:1",
+        "gate:image:0",
+        "gate:image:1",
     ]
     tidy = weights.set_index(["direction", "kind", "modality", "expert"])["weight"]
     assert summary.loc[1, "gate:image:1"] == pytest.approx(tidy[("inverse", "gate", "image", 1)])
@@ -150,10 +179,17 @@ def test_the_model_is_left_as_it_was(hand_built):
 
 @pytest.fixture(scope="module")
 def random_model() -> tuple[MoMoK, SyntheticMMKG]:
-    dataset = SyntheticMMKG(num_colours=5, num_shapes=6, num_relations=3, triples_per_entity=3, image_dim=6,
-                            text_dim=5, seed=2)
-    model = MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=6, num_experts=2,
-                  loss=MoMoKLoss(), random_seed=1)
+    dataset = SyntheticMMKG(
+        num_colours=5, num_shapes=6, num_relations=3, triples_per_entity=3, image_dim=6, text_dim=5, seed=2
+    )
+    model = MoMoK(
+        triples_factory=dataset.training,
+        embedding_dim=8,
+        relation_dim=6,
+        num_experts=2,
+        loss=MoMoKLoss(),
+        random_seed=1,
+    )
     return model.eval(), dataset
 
 
@@ -161,16 +197,22 @@ def test_head_ranks_are_the_brute_force_filtered_ranks(random_model):
     model, dataset = random_model
     ranks = head_ranks(model, dataset, "testing", batch_size=7)
     predictor = Predictor(model, dataset.training)
-    known = {tuple(map(int, t)) for key in ("training", "validation", "testing")
-             for t in dataset.factory_dict[key].mapped_triples}
+    known = {
+        tuple(map(int, t))
+        for key in ("training", "validation", "testing")
+        for t in dataset.factory_dict[key].mapped_triples
+    }
     heads = (*model.head_names, DECISION)
     assert len(ranks) == 2 * dataset.testing.num_triples
     for row in ranks.itertuples(index=False):
         h, r, t = row.head_id, row.relation_id, row.tail_id
         probabilities = predictor.head_probabilities(row.given_id, r, inverse=row.side == "head")
         scores = torch.cat([probabilities, probabilities.mean(dim=0, keepdim=True)])
-        others = [e for e in range(model.num_entities) if e != row.target_id
-                  and ((e, r, t) if row.side == "head" else (h, r, e)) not in known]
+        others = [
+            e
+            for e in range(model.num_entities)
+            if e != row.target_id and ((e, r, t) if row.side == "head" else (h, r, e)) not in known
+        ]
         assert row.candidates == len(others) + 1
         for name, values in zip(heads, scores, strict=True):
             true = values[row.target_id]
@@ -262,8 +304,9 @@ def test_explain_target_follows_pykeen_and_the_predictor(random_model):
     heads = explain_target(model, factory, relation=r, tail=t, k=3)
     assert heads.target == "head" and list(heads.df.columns[:2]) == ["head_id", "head_label"]
     assert heads.other_columns_fixed_ids == (r, t)
-    assert heads.df["head_id"].tolist() == [p.id for p in Predictor(model, factory).predict(
-        relation=factory.relation_id_to_label[r], tail=labels[t], k=3)]
+    assert heads.df["head_id"].tolist() == [
+        p.id for p in Predictor(model, factory).predict(relation=factory.relation_id_to_label[r], tail=labels[t], k=3)
+    ]
 
 
 def test_explain_target_errors(random_model):
@@ -326,8 +369,12 @@ def test_robustness_table(random_model):
     assert len(table) == 2 * 2 * 3 * len(heads)  # modalities x modes x rates x heads
     clean = rank_metrics(head_ranks(model, dataset)).set_index("head")["MRR"]
     at_zero = table[table["rate"] == 0.0]
-    assert at_zero.groupby("head")["MRR"].agg(["min", "max"]).apply(
-        lambda row: row["min"] == row["max"] == clean[row.name], axis=1).all()
+    assert (
+        at_zero.groupby("head")["MRR"]
+        .agg(["min", "max"])
+        .apply(lambda row: row["min"] == row["max"] == clean[row.name], axis=1)
+        .all()
+    )
     # every image row the same: the image head ties all candidates, each ranked in the middle of them
     ranks = head_ranks(model, dataset)
     expected = float((2.0 / (1.0 + ranks["candidates"])).mean())

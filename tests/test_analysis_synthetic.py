@@ -24,8 +24,16 @@ from pykeen_momok.cli import cli
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "momok_synthetic.json"
 #: 100 entities (10 colours x 10 shapes), r00 and r02 shift the colour only, r01 and r03 the shape only
-DATASET = dict(relation_attributes="alternate", num_colours=10, num_shapes=10, num_relations=4, triples_per_entity=4,
-               noise=0.2, image_dim=16, text_dim=16)
+DATASET = dict(
+    relation_attributes="alternate",
+    num_colours=10,
+    num_shapes=10,
+    num_relations=4,
+    triples_per_entity=4,
+    noise=0.2,
+    image_dim=16,
+    text_dim=16,
+)
 PLANTED = {"r00": "colour", "r01": "shape", "r02": "colour", "r03": "shape"}
 FEATURE_HEAD = {"colour": "image", "shape": "text"}
 
@@ -40,9 +48,24 @@ def _run(*args, code: int = 0):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("analysis") / "run"
-    _run("train", "--config", CONFIG, "--dataset", "SyntheticMMKG", "--dataset-kwargs", json.dumps(DATASET),
-         "--epochs", "40", "--model-kwargs", '{"recompute_candidates": false}', "--threads", "1", "--no-progress",
-         "-o", out)
+    _run(
+        "train",
+        "--config",
+        CONFIG,
+        "--dataset",
+        "SyntheticMMKG",
+        "--dataset-kwargs",
+        json.dumps(DATASET),
+        "--epochs",
+        "40",
+        "--model-kwargs",
+        '{"recompute_candidates": false}',
+        "--threads",
+        "1",
+        "--no-progress",
+        "-o",
+        out,
+    )
     return out
 
 
@@ -75,8 +98,9 @@ def test_the_fusion_attention_does_not_follow_the_relation(report):
     reports, and the table's layout.
     """
     weights = pd.read_csv(report / "relation_weights.csv")
-    fusion = weights[weights["kind"] == "entity_fusion"].pivot_table(index="relation", columns="modality",
-                                                                     values="weight")
+    fusion = weights[weights["kind"] == "entity_fusion"].pivot_table(
+        index="relation", columns="modality", values="weight"
+    )
     assert np.allclose(fusion.sum(axis=1), 1.0, atol=1e-5)
     spread = fusion.max() - fusion.min()  # per modality, across the relations
     assert (spread < 0.05).all(), fusion
@@ -105,11 +129,22 @@ def test_the_decision_degrades_more_slowly_than_the_corrupted_modalitys_head(rep
 
 
 def test_every_table_and_plot_is_written(report):
-    for name in ("relation_weights", "relation_summary", "head_ranks", "head_metrics", "relation_metrics",
-                 "presence_metrics", "robustness"):
+    for name in (
+        "relation_weights",
+        "relation_summary",
+        "head_ranks",
+        "head_metrics",
+        "relation_metrics",
+        "presence_metrics",
+        "robustness",
+    ):
         assert not pd.read_csv(report / f"{name}.csv").empty, name
-    sizes = {"fusion": figure_size("fusion", rows=8, columns=2), "experts": figure_size("experts", rows=8, columns=3),
-             "head_mrr": figure_size("head_mrr", rows=4), "robustness": figure_size("robustness", rows=2, columns=2)}
+    sizes = {
+        "fusion": figure_size("fusion", rows=8, columns=2),
+        "experts": figure_size("experts", rows=8, columns=3),
+        "head_mrr": figure_size("head_mrr", rows=4),
+        "robustness": figure_size("robustness", rows=2, columns=2),
+    }
     for name, (width, height) in sizes.items():
         image = matplotlib.image.imread(report / f"{name}.png")
         assert image.shape[:2] == (round(height * DPI), round(width * DPI)), name
@@ -135,5 +170,13 @@ def test_analyze_usage_errors(trained, report, tmp_path):
     out = tmp_path / "light"
     _run("analyze", trained, "-o", out, "--rates", "", "--no-plots", "--split", "validation", "--no-progress")
     assert sorted(path.name for path in out.iterdir()) == sorted(
-        ["relation_weights.csv", "relation_summary.csv", "head_ranks.csv", "head_metrics.csv", "relation_metrics.csv",
-         "presence_metrics.csv", "summary.md"])
+        [
+            "relation_weights.csv",
+            "relation_summary.csv",
+            "head_ranks.csv",
+            "head_metrics.csv",
+            "relation_metrics.csv",
+            "presence_metrics.csv",
+            "summary.md",
+        ]
+    )

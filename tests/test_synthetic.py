@@ -85,11 +85,19 @@ def _attribute_maps(relation_attributes) -> dict[str, tuple[bool, bool]]:
     Without noise and missing rows, two entities share a colour iff their image rows are equal (shape: text rows).
     """
     splits, modalities = generate_synthetic_mmkg(
-        num_colours=4, num_shapes=5, num_relations=4, triples_per_entity=4, noise=0.0, missing_fraction=0.0,
-        relation_attributes=relation_attributes, seed=1,
+        num_colours=4,
+        num_shapes=5,
+        num_relations=4,
+        triples_per_entity=4,
+        noise=0.0,
+        missing_fraction=0.0,
+        relation_attributes=relation_attributes,
+        seed=1,
     )
-    code = {name: {f"e{i:05d}": tuple(row) for i, row in enumerate(modalities[name].features.tolist())}
-            for name in ("image", "text")}
+    code = {
+        name: {f"e{i:05d}": tuple(row) for i, row in enumerate(modalities[name].features.tolist())}
+        for name in ("image", "text")
+    }
     triples = np.concatenate(list(splits.values()))
     result = {}
     for relation in sorted(set(triples[:, 1])):
@@ -106,13 +114,25 @@ def _attribute_maps(relation_attributes) -> dict[str, tuple[bool, bool]]:
 
 def test_relation_attributes_plant_colour_only_and_shape_only_relations():
     # colour relations: the tail's colour follows the head's, its shape does not (and the other way round)
-    assert _attribute_maps("alternate") == {"r00": (True, False), "r01": (False, True), "r02": (True, False),
-                                            "r03": (False, True)}
+    assert _attribute_maps("alternate") == {
+        "r00": (True, False),
+        "r01": (False, True),
+        "r02": (True, False),
+        "r03": (False, True),
+    }
     assert _attribute_maps(["both", "colour", "shape", "both"]) == {
-        "r00": (True, True), "r01": (True, False), "r02": (False, True), "r03": (True, True)}
+        "r00": (True, True),
+        "r01": (True, False),
+        "r02": (False, True),
+        "r03": (True, True),
+    }
     dataset = SyntheticMMKG(relation_attributes="alternate", num_relations=4, triples_per_entity=4)
-    assert dataset.training.metadata["relation_attributes"] == {"r00": "colour", "r01": "shape", "r02": "colour",
-                                                                "r03": "shape"}
+    assert dataset.training.metadata["relation_attributes"] == {
+        "r00": "colour",
+        "r01": "shape",
+        "r02": "colour",
+        "r03": "shape",
+    }
 
 
 def test_relation_attributes_errors():

@@ -13,15 +13,15 @@ What it relies on (``pykeen_momok.model.MoMoK`` and ``pykeen_momok.nn.interactio
 a feature modality's is its table, an :class:`~pykeen.nn.representation.Embedding`, or a
 :class:`~pykeen.nn.representation.TransformedRepresentation` over it), ``model.relation_representations``
 (``theta_r`` first, then one ``d_r`` embedding per modality), ``model.interaction.experts``, ``.entity_fusion``,
-``.relation_fusion``, ``.joint``, ``.head_logits``, and ``.working_vectors`` where the interaction still applies
-the adapters itself (without it, the entity representations' rows are the working vectors).
+``.relation_fusion``, ``.joint`` and ``.head_logits``. The entity representations' rows are the working vectors
+(the modality adapters are part of the representations).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 
@@ -49,8 +49,11 @@ def check_momok(model) -> None:
     :raises TypeError: for another kind of model
     :raises ValueError: for a MoMoK trained without inverse relations
     """
-    missing = [name for name in ("modality_names", "head_names", "_queries", "_candidates", "interaction")
-               if not hasattr(model, name)]
+    missing = [
+        name
+        for name in ("modality_names", "head_names", "_queries", "_candidates", "interaction")
+        if not hasattr(model, name)
+    ]
     if missing:
         raise TypeError(
             f"the analysis needs a MoMoK model (pykeen_momok.MoMoK), got a {type(model).__name__} without "
@@ -94,12 +97,9 @@ def model_relation_ids(model, relations: torch.Tensor, *, inverse: bool) -> torc
 
 
 def _working_vectors(model, entities: torch.Tensor) -> list[torch.Tensor]:
-    """Each base modality's working vectors of the entities, shapes ``(n, d_m)``."""
+    """Each base modality's working vectors of the entities (its representation's rows), shapes ``(n, d_m)``."""
     entities = entities.to(model.device)
-    rows = [representation(indices=entities) for representation in model.entity_representations]
-    # an interaction that applies the modality adapters itself gets the raw table rows
-    apply_adapters = getattr(model.interaction, "working_vectors", None)
-    return apply_adapters(rows) if apply_adapters is not None else rows
+    return [representation(indices=entities) for representation in model.entity_representations]
 
 
 def _query_inputs(model, heads: torch.Tensor, relations: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -146,8 +146,10 @@ def query_fusion_attention(model, heads: torch.Tensor, relations: torch.Tensor) 
         return None
     with _evaluating(model):
         vectors, temperature = _query_inputs(model, heads, relations)
-        embedded = [experts(x, temperature=temperature)[0]
-                    for experts, x in zip(model.interaction.experts, vectors, strict=True)]
+        embedded = [
+            experts(x, temperature=temperature)[0]
+            for experts, x in zip(model.interaction.experts, vectors, strict=True)
+        ]
         return model.interaction.entity_fusion.attention_weights(embedded).float().cpu()
 
 

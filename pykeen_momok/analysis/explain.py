@@ -1,5 +1,6 @@
-"""Explained predictions: the top tails of ``(h, r, ?)`` or heads of ``(?, r, t)``, each head's probability, and the
-gate and fusion weights behind them.
+"""Explained predictions: top tails or heads, each head's probability, and the gate and fusion weights behind them.
+
+The top tails of ``(h, r, ?)`` or heads of ``(?, r, t)``.
 
 :func:`explain_target` follows :func:`pykeen.predict.predict_target`: exactly one of ``head`` and ``tail`` is left
 out, entities and relations are given by id or label, and the result is a
@@ -21,6 +22,7 @@ out, entities and relations are given by id or label, and the result is a
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import pandas as pd
 import torch
@@ -51,18 +53,18 @@ class ExplainedPredictions(TargetPredictions):
 def _entity(predictor: Predictor, value: int | str, what: str) -> int:
     if isinstance(value, str):
         return predictor.entity_id(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < predictor.num_entities:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < predictor.num_entities:
         raise ValueError(f"{what} must be a label or an entity id in 0..{predictor.num_entities - 1}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _relation(predictor: Predictor, value: int | str) -> int:
     if isinstance(value, str):
         return predictor.relation_id(value)
     known = len(predictor.relation_to_id)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < known:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < known:
         raise ValueError(f"relation must be a label or a relation id in 0..{known - 1}, got {value!r}")
-    return value
+    return int(value)
 
 
 def explain_target(
@@ -114,8 +116,10 @@ def explain_target(
 
     model_relation = _internals.model_relation_ids(model, torch.tensor([relation_id]), inverse=inverse)
     weights = query_weights(model, torch.tensor([given]), model_relation)
-    rows = [{"kind": kind, "modality": name, "expert": expert, "weight": float(values[0])}
-            for (kind, name, expert), values in weights.items()]
+    rows = [
+        {"kind": kind, "modality": name, "expert": expert, "weight": float(values[0])}
+        for (kind, name, expert), values in weights.items()
+    ]
     # PyKEEN's convention: the ids of the other two columns, in (head, relation, tail) order
     fixed = (relation_id, given) if inverse else (given, relation_id)
     return ExplainedPredictions(

@@ -95,8 +95,15 @@ def _heatmap(axes, values: np.ndarray, row_labels: Sequence[str], column_labels:
     if values.size <= 400:  # numbers stay readable
         for (i, j), value in np.ndenumerate(values):
             if math.isfinite(value):
-                axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                          color="black" if value > 0.6 else "white")
+                axes.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if value > 0.6 else "white",
+                )
     return image
 
 
@@ -117,8 +124,9 @@ def plot_fusion(weights: pd.DataFrame, stem: str | pathlib.Path) -> PlotFiles:
     panels = figure.subplots(1, len(kinds), squeeze=False)[0]
     titles = {"entity_fusion": "entity fusion (query side)", "relation_fusion": "relation fusion"}
     for axes, kind in zip(panels, kinds, strict=True):
-        table = weights[weights["kind"] == kind].pivot_table(index=["relation_id", "direction"], columns="modality",
-                                                             values="weight", dropna=False)
+        table = weights[weights["kind"] == kind].pivot_table(
+            index=["relation_id", "direction"], columns="modality", values="weight", dropna=False
+        )
         values = table.reindex(index=[(r, d) for r, d, _ in relations], columns=modalities).to_numpy()
         image = _heatmap(axes, values, [label for _, _, label in relations], modalities, titles[kind])
     figure.colorbar(image, ax=list(panels), shrink=0.8, label="mean attention")
@@ -138,8 +146,9 @@ def plot_expert_usage(weights: pd.DataFrame, stem: str | pathlib.Path) -> PlotFi
     figure = Figure(figsize=figure_size("experts", len(relations), len(modalities)), layout="constrained")
     panels = figure.subplots(1, len(modalities), squeeze=False, sharey=True)[0]
     for axes, name in zip(panels, modalities, strict=True):
-        table = gates[gates["modality"] == name].pivot_table(index=["relation_id", "direction"], columns="expert",
-                                                             values="weight", dropna=False)
+        table = gates[gates["modality"] == name].pivot_table(
+            index=["relation_id", "direction"], columns="expert", values="weight", dropna=False
+        )
         values = table.reindex(index=[(r, d) for r, d, _ in relations]).to_numpy()
         experts = [f"expert {int(e)}" for e in table.columns]
         image = _heatmap(axes, values, [label for _, _, label in relations], experts, name)
@@ -182,13 +191,20 @@ def plot_head_mrr(
     left.set_ylabel("filtered MRR")
     left.set_title("all relations", fontsize=10)
     width = 0.8 / len(heads)
-    table = per_relation.pivot_table(index="relation", columns="head", values="MRR").reindex(index=relations,
-                                                                                            columns=heads)
+    table = per_relation.pivot_table(index="relation", columns="head", values="MRR").reindex(
+        index=relations, columns=heads
+    )
     for index, name in enumerate(heads):
-        right.bar(np.arange(len(relations)) + (index - (len(heads) - 1) / 2) * width, table[name].to_numpy(),
-                  width=width, color=colours[name], label=name)
+        right.bar(
+            np.arange(len(relations)) + (index - (len(heads) - 1) / 2) * width,
+            table[name].to_numpy(),
+            width=width,
+            color=colours[name],
+            label=name,
+        )
     labels = [f"{label}\n{notes[label]}" if notes and label in notes else label for label in relations]
-    right.set_xticks(range(len(relations)), labels=labels, rotation=0 if notes else 30, ha="center" if notes else "right")
+    rotation, alignment = (0, "center") if notes else (30, "right")  # notes go on a second line, unrotated
+    right.set_xticks(range(len(relations)), labels=labels, rotation=rotation, ha=alignment)
     right.set_title("per relation (head and tail side)", fontsize=10)
     right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for axes in (left, right):
@@ -214,8 +230,15 @@ def plot_robustness(table: pd.DataFrame, stem: str | pathlib.Path) -> PlotFiles:
         selected = table[(table["modality"] == name) & (table["mode"] == mode)]
         for head in heads:
             line = selected[selected["head"] == head].sort_values("rate")
-            axes.plot(line["rate"], line["MRR"], marker="o", markersize=3, color=colours[head], label=head,
-                      linewidth=2.2 if head == DECISION else 1.2)
+            axes.plot(
+                line["rate"],
+                line["MRR"],
+                marker="o",
+                markersize=3,
+                color=colours[head],
+                label=head,
+                linewidth=2.2 if head == DECISION else 1.2,
+            )
         axes.set_title(f"{name} {mode}", fontsize=10)
         axes.grid(alpha=0.3)
     for axes in panels[-1]:

@@ -128,7 +128,7 @@ def head_ranks(
                     head_scores[rows, batch[:, column]] = true_scores
                     result = Ranks.from_scores(true_score=true_scores.unsqueeze(-1), all_scores=head_scores)
                     ranks[index].append(result.realistic.float())
-                counts.append(result.number_of_options)
+                counts.append(result.number_of_options)  # the same filter for every head
                 progress.update(len(batch))
             frame = pd.DataFrame(
                 {

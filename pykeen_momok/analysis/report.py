@@ -52,6 +52,7 @@ class Report:
 
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """A pipe table (pandas' ``to_markdown`` needs the optional tabulate)."""
+
     def cell(value) -> str:
         if isinstance(value, float):
             return "" if math.isnan(value) else f"{value:.{digits}f}"
@@ -73,8 +74,11 @@ def _relation_table(summary: pd.DataFrame, metrics: pd.DataFrame, notes: Mapping
         if record["direction"] == "forward" and record["relation"] in mrr.index:
             row |= {f"MRR {head}": float(mrr.loc[record["relation"], head]) for head in mrr.columns}
         row["σ(θ_r)"] = float(record["temperature"])
-        row |= {f"fusion {key.split(':')[1]}": float(value) for key, value in record.items()
-                if str(key).startswith("entity_fusion:")}
+        row |= {
+            f"fusion {key.split(':')[1]}": float(value)
+            for key, value in record.items()
+            if str(key).startswith("entity_fusion:")
+        }
         rows.append(row)
     return pd.DataFrame(rows)  # NaN where a row has no value (the inverse rows' MRR): blank in the summary
 
@@ -87,13 +91,28 @@ def _robustness_summary(table: pd.DataFrame) -> pd.DataFrame:
         for head, lines in group.groupby("head", sort=False):
             clean = float(lines.loc[lines["rate"] == low, "MRR"].iloc[0])
             worst = float(lines.loc[lines["rate"] == high, "MRR"].iloc[0])
-            rows.append({"corrupted": name, "mode": mode, "head": head, f"MRR at {low:g}": clean,
-                         f"MRR at {high:g}": worst, "kept": worst / clean if clean > 0 else float("nan")})
+            rows.append(
+                {
+                    "corrupted": name,
+                    "mode": mode,
+                    "head": head,
+                    f"MRR at {low:g}": clean,
+                    f"MRR at {high:g}": worst,
+                    "kept": worst / clean if clean > 0 else float("nan"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def _summary(model, split: str, metrics: pd.DataFrame, relations: pd.DataFrame, robustness: pd.DataFrame | None,
-             files: Sequence[pathlib.Path], describe: str) -> str:
+def _summary(
+    model,
+    split: str,
+    metrics: pd.DataFrame,
+    relations: pd.DataFrame,
+    robustness: pd.DataFrame | None,
+    files: Sequence[pathlib.Path],
+    describe: str,
+) -> str:
     both = metrics[metrics["side"] == "both"].drop(columns=["side"])
     parts = [
         "# What the model learned",
@@ -177,8 +196,9 @@ def write_report(
     }
     has_features = bool(_internals.feature_modalities(model)) and bool(getattr(training, "modalities", None))
     if list(rates) and has_features:
-        tables["robustness"] = robustness_table(model, dataset, rates=rates, modes=modes, split=split, seed=seed,
-                                                batch_size=batch_size, use_tqdm=use_tqdm)
+        tables["robustness"] = robustness_table(
+            model, dataset, rates=rates, modes=modes, split=split, seed=seed, batch_size=batch_size, use_tqdm=use_tqdm
+        )
     # what the dataset says each relation depends on (SyntheticMMKG's planted attributes), shown where present
     notes = dict((getattr(training, "metadata", None) or {}).get("relation_attributes") or {})
     files = []
@@ -189,8 +209,10 @@ def write_report(
     if plots:
         from . import plots as plotting
 
-        drawn = [plotting.plot_expert_usage(weights, out / "experts"),
-                 plotting.plot_head_mrr(rank_metrics(ranks), per_relation, out / "head_mrr", notes=notes)]
+        drawn = [
+            plotting.plot_expert_usage(weights, out / "experts"),
+            plotting.plot_head_mrr(rank_metrics(ranks), per_relation, out / "head_mrr", notes=notes),
+        ]
         if (weights["kind"] == "entity_fusion").any():
             drawn.insert(0, plotting.plot_fusion(weights, out / "fusion"))
         if "robustness" in tables:

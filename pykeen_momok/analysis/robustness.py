@@ -106,7 +106,7 @@ def _check_rates(rates: Sequence[float]) -> list[float]:
     for rate in values:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"corruption rates must be numbers in [0, 1], got {rate!r}")
-    return sorted(set(float(rate) for rate in values))
+    return sorted({float(rate) for rate in values})
 
 
 def robustness_table(
@@ -157,7 +157,7 @@ def robustness_table(
         )
 
     clean = rank_metrics(head_ranks(model, dataset, split, batch_size=batch_size))
-    copy = _internals.copy_for_corruption(model) if any(rate > 0 for rate in rates) else None
+    corrupted_model = _internals.copy_for_corruption(model) if any(rate > 0 for rate in rates) else None
     runs = [(name, mode, rate) for name in modalities for mode in modes for rate in rates if rate > 0]
     frames = []
     with tqdm(total=len(runs), desc="Corrupting", unit="copy", disable=not use_tqdm) as progress:
@@ -171,15 +171,16 @@ def robustness_table(
                         metrics = clean.copy()
                     else:
                         generator = _generator(seed, name, mode, repr(rate))
-                        _internals.write_feature_table(copy, name, corrupt_rows(table, present, fill, rows, mode,
-                                                                                generator))
-                        metrics = rank_metrics(head_ranks(copy, dataset, split, batch_size=batch_size))
+                        _internals.write_feature_table(
+                            corrupted_model, name, corrupt_rows(table, present, fill, rows, mode, generator)
+                        )
+                        metrics = rank_metrics(head_ranks(corrupted_model, dataset, split, batch_size=batch_size))
                         progress.update()
                     metrics.insert(0, "corrupted", len(rows))
                     metrics.insert(0, "rate", rate)
                     metrics.insert(0, "mode", mode)
                     metrics.insert(0, "modality", name)
                     frames.append(metrics)
-            if copy is not None:
-                _internals.write_feature_table(copy, name, table)  # the next modality is corrupted alone
+            if corrupted_model is not None:
+                _internals.write_feature_table(corrupted_model, name, table)  # the next modality is corrupted alone
     return pd.concat(frames, ignore_index=True)

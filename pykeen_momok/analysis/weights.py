@@ -40,8 +40,9 @@ def _queries(triples: torch.Tensor, num_relations: int) -> pd.DataFrame:
     frames = []
     for direction, given in (("forward", 0), ("inverse", 2)):
         pairs = torch.unique(triples[:, [given, 1]], dim=0)
-        frames.append(pd.DataFrame({"relation_id": pairs[:, 1].numpy(), "direction": direction,
-                                    "given_id": pairs[:, 0].numpy()}))
+        frames.append(
+            pd.DataFrame({"relation_id": pairs[:, 1].numpy(), "direction": direction, "given_id": pairs[:, 0].numpy()})
+        )
     queries = pd.concat(frames, ignore_index=True)
     if len(queries) and (queries["relation_id"].max() >= num_relations or queries["relation_id"].min() < 0):
         raise ValueError(f"the triples hold relation ids outside 0..{num_relations - 1}")
@@ -64,8 +65,11 @@ def query_weights(model, given: torch.Tensor, relations: torch.Tensor) -> dict[t
         if attention is not None:  # a model without a joint head has no fusion
             columns |= {(kind, name, -1): attention[:, :, index].mean(dim=1) for index, name in enumerate(modalities)}
     gates, _ = _internals.query_gates(model, given, relations)
-    columns |= {("gate", name, expert): weights[:, expert]
-                for name, weights in zip(modalities, gates, strict=True) for expert in range(weights.shape[1])}
+    columns |= {
+        ("gate", name, expert): weights[:, expert]
+        for name, weights in zip(modalities, gates, strict=True)
+        for expert in range(weights.shape[1])
+    }
     return columns
 
 
@@ -77,10 +81,10 @@ def relation_weights(model, factory, triples: torch.Tensor | None = None, *, bat
     :param triples: shape ``(n, 3)``, the triples whose queries are averaged over (the factory's relation ids;
         default: the factory's own)
     :param batch_size: queries evaluated at once
-    :return: a tidy table, one row per weight: ``relation_id``, ``relation`` (label), ``direction`` (:data:`DIRECTIONS`),
-        ``queries`` (how many distinct queries were averaged; 0 leaves ``gate`` and ``entity_fusion`` NaN),
-        ``temperature``, ``kind`` (:data:`WEIGHT_KINDS`), ``modality``, ``expert`` (0-based; -1 for the fusion
-        kinds) and ``weight``. A model without a joint head (one modality) has no fusion rows.
+    :return: a tidy table, one row per weight: ``relation_id``, ``relation`` (label), ``direction``
+        (:data:`DIRECTIONS`), ``queries`` (how many distinct queries were averaged; 0 leaves ``gate`` and
+        ``entity_fusion`` NaN), ``temperature``, ``kind`` (:data:`WEIGHT_KINDS`), ``modality``, ``expert`` (0-based;
+        -1 for the fusion kinds) and ``weight``. A model without a joint head (one modality) has no fusion rows.
     :raises TypeError: for a model that is not a MoMoK
     :raises ValueError: for triples of the wrong shape or with unknown relation ids
     """
@@ -98,11 +102,14 @@ def relation_weights(model, factory, triples: torch.Tensor | None = None, *, bat
     for start in range(0, len(queries), batch_size):
         chunk = queries.iloc[start : start + batch_size]
         inverse = torch.tensor((chunk["direction"] == "inverse").to_numpy(), dtype=torch.long)
-        relations = _internals.model_relation_ids(model, torch.tensor(chunk["relation_id"].to_numpy()),
-                                                  inverse=False) + inverse  # 2 r + 1: the inverse of r
-        columns = {key: values for key, values in
-                   query_weights(model, torch.tensor(chunk["given_id"].to_numpy()), relations).items()
-                   if key[0] != "relation_fusion"}  # per relation, below (also for relations without queries)
+        relations = (
+            _internals.model_relation_ids(model, torch.tensor(chunk["relation_id"].to_numpy()), inverse=False) + inverse
+        )  # 2 r + 1: the inverse of r
+        columns = {
+            key: values
+            for key, values in query_weights(model, torch.tensor(chunk["given_id"].to_numpy()), relations).items()
+            if key[0] != "relation_fusion"
+        }  # per relation, below (also for relations without queries)
         keys = list(columns)
         parts.append(torch.stack(list(columns.values()), dim=1).numpy())
     per_query = pd.DataFrame(np.concatenate(parts) if parts else np.zeros((0, len(keys))))
@@ -112,8 +119,9 @@ def relation_weights(model, factory, triples: torch.Tensor | None = None, *, bat
 
     # per relation: temperature and relation fusion
     ids = torch.arange(num_relations)
-    model_ids = {direction: _internals.model_relation_ids(model, ids, inverse=direction == "inverse")
-                 for direction in DIRECTIONS}
+    model_ids = {
+        direction: _internals.model_relation_ids(model, ids, inverse=direction == "inverse") for direction in DIRECTIONS
+    }
     labels = factory.relation_id_to_label
     rows = []
     for direction in DIRECTIONS:
@@ -121,8 +129,13 @@ def relation_weights(model, factory, triples: torch.Tensor | None = None, *, bat
         relation_attention = _internals.relation_fusion_attention(model, model_ids[direction])
         for relation in range(num_relations):
             key = (relation, direction)
-            base = dict(relation_id=relation, relation=str(labels[relation]), direction=direction,
-                        queries=int(sizes.get(key, 0)), temperature=float(temperatures[relation]))
+            base = dict(
+                relation_id=relation,
+                relation=str(labels[relation]),
+                direction=direction,
+                queries=int(sizes.get(key, 0)),
+                temperature=float(temperatures[relation]),
+            )
             for column, (kind, name, expert) in enumerate(keys):
                 value = float(means.loc[key, column]) if key in means.index else float("nan")
                 rows.append({**base, "kind": kind, "modality": name, "expert": expert, "weight": value})
