@@ -189,6 +189,7 @@ class MoMoK(ERModel):
         gating_noise_epsilon: float = 0.01,
         fused: bool = True,
         recompute_candidates: bool = True,
+        core_contraction_path: str | None = None,
         **kwargs,
     ) -> None:
         r"""Initialize the model.
@@ -229,6 +230,11 @@ class MoMoK(ERModel):
             same mathematics, slower, for benchmarks)
         :param recompute_candidates: see :attr:`recompute_candidates`; ``False`` saves the recomputation time where
             the memory is there (small dimensions)
+        :param core_contraction_path: how the Tucker heads contract their cores with the per-query core dropout in
+            training: ``"torch"`` (PyTorch), ``"triton"`` (the fused Triton kernels, CUDA, or on CPU with
+            ``TRITON_INTERPRET=1``), ``"auto"`` (the faster of the two, timed once per shape; always ``"torch"`` off
+            CUDA); ``None``: the process-wide setting (:func:`~pykeen_momok.nn.tucker.set_core_contraction_path`,
+            else ``$PYKEEN_MOMOK_TUCKER_PATH``, else ``"auto"``). Set it explicitly for reproducible masks on a GPU.
         :param kwargs: passed to :class:`~pykeen.models.ERModel` (``loss``, ``random_seed``, ...)
         :raises ValueError: for a parameter outside its range (the message states the range), without inverse
             triples, or for unknown modality names or adapters
@@ -316,6 +322,7 @@ class MoMoK(ERModel):
                 core_dropout=core_dropout,
                 hidden_dropout=hidden_dropout,
                 fused=fused,
+                core_contraction_path=core_contraction_path,
             ),
             entity_representations=[Embedding, *feature_representations],
             entity_representations_kwargs=[dict(shape=embedding_dim, initializer=nn.init.xavier_normal_)]

@@ -234,3 +234,11 @@ def test_lcwa_targets_through_the_generic_paths(dataset, target):
     with pytest.warns(UserWarning, match="mutual-information term"):
         losses = loop.train(triples_factory=dataset.training, num_epochs=3, batch_size=64, use_tqdm=False)
     assert losses[-1] < losses[0]
+
+
+def test_core_contraction_path_reaches_every_tucker_head(dataset):
+    model = MoMoK(triples_factory=dataset.training, random_seed=0, embedding_dim=8, relation_dim=4, core_contraction_path="torch")
+    heads = [*model.interaction.heads, model.interaction.joint_head]
+    assert [head.contraction_path for head in heads] == ["torch"] * len(heads)
+    with pytest.raises(ValueError, match="unknown core contraction path 'cuda'"):
+        MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, core_contraction_path="cuda")

@@ -109,6 +109,7 @@ class MoMoKInteraction(Interaction):
         core_dropout: float = 0.4,
         hidden_dropout: float = 0.5,
         fused: bool = True,
+        core_contraction_path: str | None = None,
     ) -> None:
         """Initialize the interaction.
 
@@ -126,6 +127,8 @@ class MoMoKInteraction(Interaction):
         :param core_dropout: per-query dropout on the relation-specific core matrix (reference: 0.4)
         :param hidden_dropout: Tucker hidden dropout (reference: 0.5)
         :param fused: use the fused core contraction (``False``: the reference per-query way)
+        :param core_contraction_path: ``"auto"``, ``"torch"`` or ``"triton"`` for every Tucker head's masked core
+            contraction (see :mod:`pykeen_momok.nn.tucker`); ``None``: the process-wide setting
         :raises ValueError: for more modalities than there are shape letters
         """
         super().__init__()
@@ -146,7 +149,11 @@ class MoMoKInteraction(Interaction):
             for dim in self.dims
         )
         tucker = dict(
-            input_dropout=input_dropout, core_dropout=core_dropout, hidden_dropout=hidden_dropout, fused=fused
+            input_dropout=input_dropout,
+            core_dropout=core_dropout,
+            hidden_dropout=hidden_dropout,
+            fused=fused,
+            contraction_path=core_contraction_path,
         )
         self.heads = nn.ModuleList(TuckerHead(dim, relation_dim, **tucker) for dim in self.dims)
         # With a single modality the "joint" head would repeat the structural one.
