@@ -94,9 +94,8 @@ def load_mkgy(dataset_dir: str | os.PathLike, seed: int = 0):
     :return: ``(training, validation, testing)``, the training factory a ``MultiModalTriplesFactory``
         with modalities ``image`` then ``text``
     """
-    from pykeen_momok.triples import ModalityFeatures
-
     from pykeen_momok.datasets.benchmarks import MKGY
+    from pykeen_momok.triples import ModalityFeatures
 
     directory = pathlib.Path(dataset_dir).expanduser().resolve()
     dataset = MKGY(directory=directory, image_features=None, text_features="minilm", progress=False)

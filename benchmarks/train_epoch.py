@@ -96,20 +96,30 @@ def switch(model, kind: str) -> None:
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR), help="the MKG-Y folder (read only)")
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help=f"kind@batch_size, kind in {', '.join(KINDS)}")
-    parser.add_argument("--projection-epochs", type=int, default=2000, help="epochs of the projected full run (reference: 2000)")
+    parser.add_argument(
+        "--configs", nargs="+", default=DEFAULT_CONFIGS, help=f"kind@batch_size, kind in {', '.join(KINDS)}"
+    )
+    parser.add_argument(
+        "--projection-epochs", type=int, default=2000, help="epochs of the projected full run (reference: 2000)"
+    )
     parser.add_argument("--batches", type=int, default=1, help="timed batches per configuration and repeat")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median over all timed batches)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed batches per configuration before each repeat's timed ones")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed batches per configuration before each repeat's timed ones"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory children")
-    parser.add_argument("--memory-steps", type=int, default=2, help="training steps of a memory child (>= 2: Adam state)")
+    parser.add_argument(
+        "--memory-steps", type=int, default=2, help="training steps of a memory child (>= 2: Adam state)"
+    )
     parser.add_argument("--memory-cap-gb", type=float, default=16.0, help="address-space cap of a memory child (CPU)")
     parser.add_argument("--memory-timeout", type=float, default=600.0, help="seconds before a memory child is stopped")
-    parser.add_argument("--out", default="benchmarks/results/train.json", help="JSON result (a .csv is written next to it)")
+    parser.add_argument(
+        "--out", default="benchmarks/results/train.json", help="JSON result (a .csv is written next to it)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -198,10 +208,14 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> dict[s
     momok_trainer = None
     if kinds - {"tucker"}:
         # one set of weights (and one Adam state) for both of MoMoK's paths
-        momok_trainer = common.Trainer(build("momok", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed)
+        momok_trainer = common.Trainer(
+            build("momok", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed
+        )
     tucker_trainer = None
     if "tucker" in kinds:
-        tucker_trainer = common.Trainer(build("tucker", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed)
+        tucker_trainer = common.Trainer(
+            build("tucker", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed
+        )
     for config in configs:
         trainers[config] = tucker_trainer if parse_config(config)[0] == "tucker" else momok_trainer
 
@@ -218,7 +232,10 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> dict[s
             for _ in range(args.warmup):
                 times = step(config)
                 results[config]["warmup_steps"].append(times.total)
-                print(f"  repeat {repeat + 1}/{args.repeats} {config:>16}: {times.total:7.2f} s (warm-up, untimed)", flush=True)
+                print(
+                    f"  repeat {repeat + 1}/{args.repeats} {config:>16}: {times.total:7.2f} s (warm-up, untimed)",
+                    flush=True,
+                )
             for _ in range(args.batches):
                 times = step(config)
                 results[config]["steps"].append(vars(times))
@@ -246,7 +263,10 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> dict[s
         # which path "auto" took for each shape it met (empty on CPU, where it takes PyTorch's without timing)
         from pykeen_momok.nn.tucker import core_contraction_choices
 
-        choices = {" ".join(map(str, key)): dict(path=path, seconds=times) for key, (path, times) in core_contraction_choices().items()}
+        choices = {
+            " ".join(map(str, key)): dict(path=path, seconds=times)
+            for key, (path, times) in core_contraction_choices().items()
+        }
         for result in results.values():
             result["auto_choices"] = choices
     return results
@@ -266,8 +286,11 @@ def main() -> None:
     machine_before = common.machine_info()
     print(f"machine: {json.dumps(machine_before)}", flush=True)
     training, _, _ = common.load_mkgy(args.dataset_dir, seed=args.seed)
-    print(f"data: {training.num_entities} entities, {training.num_relations} relations (with inverses), "
-          f"{common.lcwa_pairs(training)} LCWA pairs", flush=True)
+    print(
+        f"data: {training.num_entities} entities, {training.num_relations} relations (with inverses), "
+        f"{common.lcwa_pairs(training)} LCWA pairs",
+        flush=True,
+    )
 
     memory: dict[str, dict[str, Any]] = {}
     if not args.no_memory:
@@ -275,7 +298,10 @@ def main() -> None:
             print(f"memory child {config} ...", flush=True)
             memory[config] = measure_memory(args, config)
             print(f"  {json.dumps(memory[config])}", flush=True)
-    print(f"timing {configs}: {args.repeats} repeats x ({args.warmup} untimed + {args.batches} timed) batches each", flush=True)
+    print(
+        f"timing {configs}: {args.repeats} repeats x ({args.warmup} untimed + {args.batches} timed) batches each",
+        flush=True,
+    )
     results = run_timing(args, training, configs)
     for config, value in memory.items():
         results[config]["memory"] = value
@@ -337,7 +363,8 @@ def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]])
         spread = f"{fmt(r['batch_s'], '.3f')} ({fmt(r['batch_s_min'], '.3f')}-{fmt(r['batch_s_max'], '.3f')})"
         print(
             f"{r['config']:>18} {spread:>20} {fmt(r['forward_s'], '.3f'):>6} {fmt(r['backward_s'], '.3f'):>6} "
-            f"{fmt(r['optimizer_s']):>5} {fmt(r['estimator_s']):>5} {r['batches_per_epoch']:>7} {fmt(r['epoch_s'], '.1f'):>8} "
+            f"{fmt(r['optimizer_s']):>5} {fmt(r['estimator_s']):>5} {r['batches_per_epoch']:>7} "
+            f"{fmt(r['epoch_s'], '.1f'):>8} "
             f"{fmt(r['epoch_s'] / 60, '.2f'):>9} {fmt(r['projection_h'], '.2f'):>9} {fmt(r.get('peak_gb')):>8} "
             f"{fmt(r.get('peak_above_baseline_gb')):>8} {fmt(r.get('cuda_peak_gb')):>8}"
         )
@@ -346,7 +373,10 @@ def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]])
             print(f"{'':>18} memory: {status}")
     choices = next(iter(results.values()), {}).get("auto_choices")
     if choices:
-        print("core contraction path chosen by 'auto' (contraction device dtype B d: path, median seconds of forward + backward):")
+        print(
+            "core contraction path chosen by 'auto' (contraction device dtype B d: path, median "
+            "seconds of forward + backward):"
+        )
         for key, choice in choices.items():
             times = ", ".join(f"{path} {seconds * 1e3:.2f} ms" for path, seconds in choice["seconds"].items())
             print(f"  {key}: {choice['path']} ({times or 'not timed'})")

@@ -113,9 +113,7 @@ def run_demo(
     try:
         for name, kwargs in runs.items():
             start = time.perf_counter()
-            result = _train(
-                dataset=dataset, epochs=epochs, dim=dim, lr=lr, batch_size=batch_size, seed=seed, **kwargs
-            )
+            result = _train(dataset=dataset, epochs=epochs, dim=dim, lr=lr, batch_size=batch_size, seed=seed, **kwargs)
             metrics = {key: float(result.get_metric(key)) for key in METRICS}
             metrics["seconds"] = time.perf_counter() - start
             results[name] = metrics
@@ -127,9 +125,7 @@ def run_demo(
 def _format(results: dict[str, dict[str, float]]) -> str:
     lines = [f"{'model':<8}" + "".join(f"{m:>8}" for m in METRIC_NAMES) + f"{'time':>9}"]
     for name, metrics in results.items():
-        lines.append(
-            f"{name:<8}" + "".join(f"{metrics[k]:>8.3f}" for k in METRICS) + f"{metrics['seconds']:>8.0f}s"
-        )
+        lines.append(f"{name:<8}" + "".join(f"{metrics[k]:>8.3f}" for k in METRICS) + f"{metrics['seconds']:>8.0f}s")
     return "\n".join(lines)
 
 
@@ -215,7 +211,9 @@ class _Device(click.ParamType):
         try:
             device = torch.device(value)
         except (RuntimeError, ValueError) as error:
-            raise OptionError(f"not a torch device: {value!r} ({error}); e.g. cpu, cuda, cuda:1", ctx=ctx, param=param)
+            raise OptionError(
+                f"not a torch device: {value!r} ({error}); e.g. cpu, cuda, cuda:1", ctx=ctx, param=param
+            ) from error
         if device.type == "cuda":
             if not torch.cuda.is_available():
                 raise OptionError(f"{value!r}: CUDA is not available here; use --device cpu", ctx=ctx, param=param)
@@ -355,9 +353,7 @@ def _check_kwargs(kwargs: Mapping[str, Any], callables: Sequence[Any], what: str
         )
 
 
-def _dataset_spec(
-    dataset: str | None, directory: pathlib.Path | None, dataset_kwargs: Mapping[str, Any] | None
-):
+def _dataset_spec(dataset: str | None, directory: pathlib.Path | None, dataset_kwargs: Mapping[str, Any] | None):
     """The :class:`~pykeen_momok.predict.DatasetSpec` of the dataset options (None if neither name nor folder)."""
     from .predict import DatasetSpec
 
@@ -507,16 +503,30 @@ def cli() -> None:
 )
 @click.option("--dataset", default="SyntheticMMKG", show_default=True, help="any PyKEEN dataset name.")
 @click.option("--epochs", type=POSITIVE, default=40, show_default=True, help="1 or more.")
-@click.option("--dim", type=POSITIVE, default=32, show_default=True,
-              help="embedding and relation dimension of both models, 1 or more.")
+@click.option(
+    "--dim",
+    type=POSITIVE,
+    default=32,
+    show_default=True,
+    help="embedding and relation dimension of both models, 1 or more.",
+)
 @click.option("--lr", type=LEARNING_RATE, default=1e-2, show_default=True, help="learning rate, > 0.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True, help="1 or more.")
 @click.option("--seed", type=SEED, default=42, show_default=True, help="0 to 2**32 - 1.")
-@click.option("--threads", type=NON_NEGATIVE, default=1, show_default=True,
-              help="torch CPU threads; 0 leaves torch's default. 1 suits the small built-in data; give 0 for larger "
-              "datasets.")
-@click.option("--json", "json_path", metavar="PATH", type=click.Path(path_type=pathlib.Path),
-              help="also write the metrics as JSON.")
+@click.option(
+    "--threads",
+    type=NON_NEGATIVE,
+    default=1,
+    show_default=True,
+    help="torch CPU threads; 0 leaves torch's default. 1 suits the small built-in data; give 0 for larger datasets.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    metavar="PATH",
+    type=click.Path(path_type=pathlib.Path),
+    help="also write the metrics as JSON.",
+)
 def demo(dataset, epochs, dim, lr, batch_size, seed, threads, json_path) -> int:  # noqa: D103
     _check_output_file(json_path, "--json")
     from pykeen.datasets import dataset_resolver
@@ -569,8 +579,9 @@ def _check_out_folder(out: pathlib.Path, overwrite: bool) -> None:
     else:
         parent = next((p for p in out.parents if p.exists()), None)
         if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise OptionError(f"cannot create {str(out)!r}: {str(parent)!r} is not a writable folder",
-                              param_hint="--out")
+            raise OptionError(
+                f"cannot create {str(out)!r}: {str(parent)!r} is not a writable folder", param_hint="--out"
+            )
 
 
 def _started_callback():
@@ -593,7 +604,7 @@ def _started_callback():
     "training_triples/, results.json, metadata.json) plus momok_cli.json (how to rebuild the dataset, the settings), "
     "then print the filtered test metrics.\n\n"
     "The dataset comes from --dataset (a PyKEEN name), --directory (your own folder) or the --config file. The "
-    "settings come from --config (a PyKEEN experiment JSON whose \"pipeline\" holds pipeline() arguments, as in "
+    'settings come from --config (a PyKEEN experiment JSON whose "pipeline" holds pipeline() arguments, as in '
     "configs/) or else --recipe; the options below override them. Defaults either way: loss MoMoKLoss, training "
     "loop lcwa (PyKEEN's pipeline() would otherwise pick others).",
 )
@@ -601,7 +612,7 @@ def _started_callback():
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
-    help="a PyKEEN experiment JSON file ({\"metadata\": ..., \"pipeline\": {...}}, e.g. configs/momok_mkgy_fast.json); "
+    help='a PyKEEN experiment JSON file ({"metadata": ..., "pipeline": {...}}, e.g. configs/momok_mkgy_fast.json); '
     "not with --recipe.",
 )
 @click.option(
@@ -626,7 +637,7 @@ def _started_callback():
     "--model-kwargs",
     type=JSON_OBJECT,
     metavar="JSON",
-    help="further MoMoK keyword arguments as a JSON object, e.g. '{\"modalities\": [\"image\"], \"core_dropout\": 0}'; "
+    help='further MoMoK keyword arguments as a JSON object, e.g. \'{"modalities": ["image"], "core_dropout": 0}\'; '
     "applied last.",
 )
 @click.option(
@@ -655,8 +666,26 @@ def _started_callback():
 @click.option("--overwrite", is_flag=True, help="replace a trained model already in --out.")
 @_verbose_option
 def train(
-    dataset, directory, dataset_kwargs, config, recipe, epochs, batch_size, lr, embedding_dim, relation_dim,
-    num_experts, model_kwargs, early_stopping, eval_batch_size, seed, device, threads, progress, out, overwrite,
+    dataset,
+    directory,
+    dataset_kwargs,
+    config,
+    recipe,
+    epochs,
+    batch_size,
+    lr,
+    embedding_dim,
+    relation_dim,
+    num_experts,
+    model_kwargs,
+    early_stopping,
+    eval_batch_size,
+    seed,
+    device,
+    threads,
+    progress,
+    out,
+    overwrite,
     verbose,
 ) -> int:  # noqa: D103
     from . import recipes as recipes_module
@@ -690,9 +719,11 @@ def train(
         dataset = config_dataset
     if dataset is None and directory is None:
         raise click.UsageError("give the dataset: --dataset NAME, --directory FOLDER, or a --config that names one")
-    inherited = config_dataset_kwargs if directory is None and (
-        config is None or recipes_module.same_dataset(dataset, config_dataset)
-    ) else {}
+    inherited = (
+        config_dataset_kwargs
+        if directory is None and (config is None or recipes_module.same_dataset(dataset, config_dataset))
+        else {}
+    )
     spec = _dataset_spec(dataset, directory, recipes_module.merge(inherited, dataset_kwargs or {}))
 
     # the options over the settings (pipeline()'s "epochs" is training_kwargs' num_epochs)
@@ -728,7 +759,9 @@ def train(
         try:
             device = DEVICE.convert(settings.get("device") or "auto", None, None)
         except click.BadParameter as error:
-            raise OptionError(f"{str(config)!r}, \"pipeline\": \"device\": {error.message}", param_hint="--config")
+            raise OptionError(
+                f'{str(config)!r}, "pipeline": "device": {error.message}', param_hint="--config"
+            ) from error
     settings["device"] = device
 
     _set_logging(verbose)
@@ -761,15 +794,19 @@ def train(
 
     from pykeen.pipeline import pipeline
 
-    click.echo(f"Training MoMoK on the {spec.describe()} ({'config ' + str(config) if config else 'recipe ' + recipe})",
-               err=True)
+    click.echo(
+        f"Training MoMoK on the {spec.describe()} ({'config ' + str(config) if config else 'recipe ' + recipe})",
+        err=True,
+    )
     try:
         result = pipeline(dataset=built, **run_settings)
     except (ValueError, TypeError, KeyError) as error:
         if started.started:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        raise click.UsageError(f"the settings were refused before training started: {type(error).__name__}: {message}")
+        raise click.UsageError(
+            f"the settings were refused before training started: {type(error).__name__}: {message}"
+        ) from error
     out.mkdir(parents=True, exist_ok=True)
     result.save_to_directory(out)
     model = result.model
@@ -779,8 +816,9 @@ def train(
         "recipe": recipe if config is None else None,
         "config": str(config.resolve()) if config is not None else None,
         "pipeline": _jsonable(recorded),
-        "random_seed": getattr(result, "random_seed", None) if recorded.get("random_seed") is None else recorded[
-            "random_seed"],
+        "random_seed": getattr(result, "random_seed", None)
+        if recorded.get("random_seed") is None
+        else recorded["random_seed"],
         "heads": list(getattr(model, "head_names", ())),
         "num_entities": int(model.num_entities),
         "num_relations": int(model.num_relations),
@@ -856,8 +894,12 @@ def _folder_and_dataset(folder, dataset, directory, dataset_kwargs, split, devic
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
 @_dataset_options
 @_split_option
-@click.option("--out", "out_path", type=click.Path(path_type=pathlib.Path),
-              help="also write the metrics: a .json file (everything) or a .csv file (side, MRR, H@1, H@3, H@10).")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=pathlib.Path),
+    help="also write the metrics: a .json file (everything) or a .csv file (side, MRR, H@1, H@3, H@10).",
+)
 @click.option("--batch-size", type=POSITIVE, help="evaluation batch size (default: the training run's, else 256).")
 @_device_option
 @_threads_option
@@ -875,8 +917,10 @@ def evaluate(
     batch_size = batch_size or info.get("evaluation_batch_size") or 256
     report = evaluate_model(model, built, key, batch_size=batch_size, use_tqdm=progress)
     report = {"folder": str(folder), "dataset": spec.to_json(), **report}
-    click.echo(f"\n{split.capitalize()} set of the {spec.describe()} ({report['num_triples']} triples): filtered, "
-               f"realistic ranks")
+    click.echo(
+        f"\n{split.capitalize()} set of the {spec.describe()} ({report['num_triples']} triples): filtered, "
+        f"realistic ranks"
+    )
     click.echo(_metrics_table(report["metrics"]))
     if out_path is not None:
         if out_path.suffix.lower() == ".json":
@@ -904,8 +948,12 @@ def _predictions_table(rows, head_names: Sequence[str], filter_known: bool) -> s
     lines = ["  ".join(columns)]
     for row in rows:
         label = row.label if len(row.label) <= width else row.label[: width - 1] + "…"
-        cells = [f"{row.rank:>4}", f"{label:<{width}}", f"{row.score:>8.4f}",
-                 *(f"{row.heads[name]:>10.4f}" for name in head_names)]
+        cells = [
+            f"{row.rank:>4}",
+            f"{label:<{width}}",
+            f"{row.score:>8.4f}",
+            *(f"{row.heads[name]:>10.4f}" for name in head_names),
+        ]
         if not filter_known:
             cells.append(f"{'yes' if row.known else '':>6}")
         lines.append("  ".join(cells))
@@ -923,10 +971,20 @@ def _predictions_table(rows, head_names: Sequence[str], filter_known: bool) -> s
 @click.option("--head", metavar="LABEL", help="the head entity: predict tails.")
 @click.option("--relation", metavar="LABEL", required=True, help="the relation.")
 @click.option("--tail", metavar="LABEL", help="the tail entity: predict heads.")
-@click.option("-k", "--top-k", "k", type=POSITIVE, default=10, show_default=True,
-              help="how many candidates, 1 to the number of entities.")
-@click.option("--filter-known", is_flag=True,
-              help="leave out candidates that complete a training triple (otherwise they are marked 'known').")
+@click.option(
+    "-k",
+    "--top-k",
+    "k",
+    type=POSITIVE,
+    default=10,
+    show_default=True,
+    help="how many candidates, 1 to the number of entities.",
+)
+@click.option(
+    "--filter-known",
+    is_flag=True,
+    help="leave out candidates that complete a training triple (otherwise they are marked 'known').",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table.")
 @_device_option
 @_threads_option
@@ -944,8 +1002,9 @@ def predict(folder, head, relation, tail, k, filter_known, as_json, device, thre
     except TrainedFolderError as error:
         raise OptionError(str(error), param_hint="FOLDER") from None
     if k > predictor.num_entities:
-        raise OptionError(f"must be from 1 to {predictor.num_entities} (the number of entities), got {k}",
-                          param_hint="-k/--top-k")
+        raise OptionError(
+            f"must be from 1 to {predictor.num_entities} (the number of entities), got {k}", param_hint="-k/--top-k"
+        )
     try:
         rows = predictor.predict(head=head, relation=relation, tail=tail, k=k, filter_known=filter_known)
     except UnknownLabelError as error:
@@ -954,15 +1013,23 @@ def predict(folder, head, relation, tail, k, filter_known, as_json, device, thre
     query = {"head": head, "relation": relation, "tail": tail}
     target = "tail" if tail is None else "head"
     if as_json:
-        click.echo(json.dumps(
-            {"query": query, "target": target, "heads": list(predictor.head_names), "filter_known": filter_known,
-             "predictions": [row.to_json() for row in rows]},
-            indent=2,
-        ))
+        click.echo(
+            json.dumps(
+                {
+                    "query": query,
+                    "target": target,
+                    "heads": list(predictor.head_names),
+                    "filter_known": filter_known,
+                    "predictions": [row.to_json() for row in rows],
+                },
+                indent=2,
+            )
+        )
     else:
         shown = f"({head}, {relation}, ?)" if target == "tail" else f"(?, {relation}, {tail})"
-        click.echo(f"Top {len(rows)} {target}s of {shown}" + (", known training triples left out" if filter_known
-                                                              else ""))
+        click.echo(
+            f"Top {len(rows)} {target}s of {shown}" + (", known training triples left out" if filter_known else "")
+        )
         click.echo(_predictions_table(rows, predictor.head_names, filter_known))
     return 0
 
@@ -982,8 +1049,9 @@ class _Rates(click.ParamType):
             try:
                 rate = float(part)
             except ValueError:
-                raise OptionError(f"expected numbers separated by commas, e.g. 0,0.5,1; got {part!r}", ctx=ctx,
-                                  param=param) from None
+                raise OptionError(
+                    f"expected numbers separated by commas, e.g. 0,0.5,1; got {part!r}", ctx=ctx, param=param
+                ) from None
             if not 0.0 <= rate <= 1.0:
                 raise OptionError(f"a rate is a share of entities, from 0 to 1; got {part}", ctx=ctx, param=param)
             rates.append(rate)
@@ -1001,14 +1069,29 @@ class _Rates(click.ParamType):
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path))
 @_dataset_options
 @_split_option
-@click.option("-o", "--out", required=True, type=click.Path(path_type=pathlib.Path),
-              help="the report folder to write (created if needed).")
-@click.option("--rates", type=_Rates(), default="0,0.25,0.5,0.75,1", show_default=True,
-              help="corruption rates of the robustness table, shares of entities from 0 to 1, comma-separated; an "
-              "empty string leaves the table out.")
-@click.option("--corruption", "modes", type=click.Choice(["missing", "noise"]), multiple=True,
-              help="the corruptions, repeatable (default: both): missing = the dataset's fill row, noise = Gaussian "
-              "rows with the table's per-column mean and standard deviation.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=pathlib.Path),
+    help="the report folder to write (created if needed).",
+)
+@click.option(
+    "--rates",
+    type=_Rates(),
+    default="0,0.25,0.5,0.75,1",
+    show_default=True,
+    help="corruption rates of the robustness table, shares of entities from 0 to 1, comma-separated; an "
+    "empty string leaves the table out.",
+)
+@click.option(
+    "--corruption",
+    "modes",
+    type=click.Choice(["missing", "noise"]),
+    multiple=True,
+    help="the corruptions, repeatable (default: both): missing = the dataset's fill row, noise = Gaussian "
+    "rows with the table's per-column mean and standard deviation.",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="seed of the corrupted entities and the noise.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="draw the plots (needs matplotlib).")
 @click.option("--batch-size", type=POSITIVE, help="queries scored at once (default: the training run's, else 256).")
@@ -1018,8 +1101,22 @@ class _Rates(click.ParamType):
 @_progress_option
 @_verbose_option
 def analyze(
-    folder, dataset, directory, dataset_kwargs, split, out, rates, modes, seed, plots, batch_size, overwrite, device,
-    threads, progress, verbose,
+    folder,
+    dataset,
+    directory,
+    dataset_kwargs,
+    split,
+    out,
+    rates,
+    modes,
+    seed,
+    plots,
+    batch_size,
+    overwrite,
+    device,
+    threads,
+    progress,
+    verbose,
 ) -> int:  # noqa: D103
     from .analysis.report import SUMMARY_FILE, write_report
     from .analysis.robustness import CORRUPTIONS
@@ -1027,8 +1124,9 @@ def analyze(
     if out.exists() and not out.is_dir():
         raise OptionError(f"{str(out)!r} is a file; expected a folder", param_hint="--out")
     if (out / SUMMARY_FILE).exists() and not overwrite:
-        raise OptionError(f"{str(out)!r} already holds a report ({SUMMARY_FILE}); pass --overwrite to replace it",
-                          param_hint="--out")
+        raise OptionError(
+            f"{str(out)!r} already holds a report ({SUMMARY_FILE}); pass --overwrite to replace it", param_hint="--out"
+        )
     if plots:
         from .analysis.plots import require_matplotlib
 
@@ -1040,8 +1138,16 @@ def analyze(
         folder, dataset, directory, dataset_kwargs, split, device, threads, verbose
     )
     report = write_report(
-        model, built, out, split=key, rates=rates, modes=modes or CORRUPTIONS, seed=seed, plots=plots,
-        batch_size=batch_size or info.get("evaluation_batch_size") or 256, use_tqdm=progress,
+        model,
+        built,
+        out,
+        split=key,
+        rates=rates,
+        modes=modes or CORRUPTIONS,
+        seed=seed,
+        plots=plots,
+        batch_size=batch_size or info.get("evaluation_batch_size") or 256,
+        use_tqdm=progress,
         describe=f"MoMoK of `{folder}` on the {spec.describe()}",
     )
     click.echo((out / SUMMARY_FILE).read_text(encoding="utf-8"))
@@ -1055,8 +1161,7 @@ def analyze(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pykeen-momok`` console script: the exit status (usage errors: exit 2, no traceback)."""
     try:
-        value = cli.main(args=list(argv) if argv is not None else None, prog_name="pykeen-momok",
-                         standalone_mode=False)
+        value = cli.main(args=list(argv) if argv is not None else None, prog_name="pykeen-momok", standalone_mode=False)
     except click.ClickException as error:
         error.show()
         raise SystemExit(error.exit_code) from None

@@ -162,7 +162,7 @@ def _raise_on_duplicates(
     positions = np.flatnonzero(duplicated)
     first = labels[positions[0]]
     lines = [int(i) + 1 if line_numbers is None else line_numbers[i] for i in positions if labels[i] == first]
-    n_labels = len(set(labels[i] for i in positions))
+    n_labels = len({labels[i] for i in positions})
     raise DataFormatError(
         f"{str(path)!r}: {what} {first!r} occurs more than once (lines {lines}); "
         f"{n_labels} {what}s are duplicated in total"
@@ -304,8 +304,7 @@ def _pick(path: PathLike, available: Sequence[str], key: str | None, what: str) 
         return key
     if len(available) != 1:
         raise DataFormatError(
-            f"{str(path)!r} holds {len(available)} {what}s {_head(sorted(available), 20)}; "
-            f"pass key=... to choose one"
+            f"{str(path)!r} holds {len(available)} {what}s {_head(sorted(available), 20)}; pass key=... to choose one"
         )
     return available[0]
 
@@ -638,9 +637,7 @@ def align_features(
     return ModalityFeatures(features=features, present=present, fill=fill)
 
 
-def _check_zero_rows(
-    values: torch.Tensor, ids: torch.Tensor, entity_to_id: Mapping[str, int], *, name: str
-) -> None:
+def _check_zero_rows(values: torch.Tensor, ids: torch.Tensor, entity_to_id: Mapping[str, int], *, name: str) -> None:
     """Refuse features whose every row is zero; warn, with counts, about all-zero rows of present entities.
 
     An all-zero row says nothing about its entity (it is often a placeholder for a missing image), yet it

@@ -515,8 +515,7 @@ class MoMoKLitModule(LCWALitModule):
         results = gather_metric_results(self._evaluation_loop("testing").evaluator, self.model.num_entities)
         self.test_results = results
         for name, key in VALIDATION_METRICS.items():
-            self.log("test" + name.removeprefix("val"), float(results.get_metric(key)), sync_dist=True,
-                     reduce_fx="max")
+            self.log("test" + name.removeprefix("val"), float(results.get_metric(key)), sync_dist=True, reduce_fx="max")
 
 
 class ValidationEarlyStopping(pl.Callback):
@@ -719,8 +718,11 @@ def ddp_strategy():
 
 
 def _best_state(trainer: pl.Trainer, checkpoint: pl.callbacks.ModelCheckpoint | None) -> dict[str, Any] | None:
-    """Rank 0 reads the best checkpoint and hands it to every rank (no shared disk needed): its ``state_dict``, and
-    where it came from (the path, the epoch counted from 1 as PyKEEN counts, the optimiser steps, the score)."""
+    """Rank 0 reads the best checkpoint and hands it to every rank (no shared disk needed).
+
+    Returns its ``state_dict``, and where it came from (the path, the epoch counted from 1 as PyKEEN counts, the
+    optimiser steps, the score).
+    """
     best = None
     if checkpoint is not None and trainer.global_rank == 0 and checkpoint.best_model_path:
         stored = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
@@ -776,7 +778,9 @@ def train(
         module = MoMoKLitModule(dataset=dataset, random_seed=settings.random_seed, **settings.module_kwargs)
     except (ValueError, TypeError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        raise SettingsError(f"the settings were refused before training started: {type(error).__name__}: {message}")
+        raise SettingsError(
+            f"the settings were refused before training started: {type(error).__name__}: {message}"
+        ) from error
     initial_checksum = state_checksum(module.model)
 
     callbacks: list[pl.Callback] = []
@@ -802,8 +806,8 @@ def train(
                 larger_is_better=larger,
             )
             callbacks.append(early)
-    from pytorch_lightning.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     try:
         trainer = pl.Trainer(
@@ -930,30 +934,70 @@ class _LightningPipelineResult(PipelineResult):
     "--config",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
-    help="a PyKEEN experiment JSON file ({\"metadata\": ..., \"pipeline\": {...}}), as in configs/.",
+    help='a PyKEEN experiment JSON file ({"metadata": ..., "pipeline": {...}}), as in configs/.',
 )
 @_dataset_options
-@click.option("--devices", type=POSITIVE, default=1, show_default=True,
-              help="processes (GPUs, or CPU processes with --accelerator cpu) per node.")
+@click.option(
+    "--devices",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="processes (GPUs, or CPU processes with --accelerator cpu) per node.",
+)
 @click.option("--num-nodes", type=POSITIVE, default=1, show_default=True, help="nodes.")
-@click.option("--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
-              help="auto: the GPUs if there are any, else the CPU (gloo).")
+@click.option(
+    "--accelerator",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="auto: the GPUs if there are any, else the CPU (gloo).",
+)
 @click.option("--epochs", type=POSITIVE, help="training epochs (default: the config's).")
 @click.option("--batch-size", type=POSITIVE, help="training batch size per process (default: the config's).")
 @click.option("--eval-batch-size", type=POSITIVE, help="evaluation batch size per process (default: the config's).")
-@click.option("--val-every", type=NON_NEGATIVE,
-              help="validate every N epochs; 0: never (the final weights are tested). Default: the config's early "
-              "stopping frequency, else 1.")
+@click.option(
+    "--val-every",
+    type=NON_NEGATIVE,
+    help="validate every N epochs; 0: never (the final weights are tested). Default: the config's early "
+    "stopping frequency, else 1.",
+)
 @click.option("--seed", type=SEED, help="random seed (default: the config's, else 10010).")
-@click.option("--threads", type=NON_NEGATIVE, default=0, show_default=True,
-              help="torch CPU threads per process; 0 leaves the default.")
+@click.option(
+    "--threads",
+    type=NON_NEGATIVE,
+    default=0,
+    show_default=True,
+    help="torch CPU threads per process; 0 leaves the default.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Lightning's progress bar.")
-@click.option("-o", "--out", required=True, type=click.Path(path_type=pathlib.Path),
-              help="the results folder to write (created if needed).")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=pathlib.Path),
+    help="the results folder to write (created if needed).",
+)
 @click.option("--overwrite", is_flag=True, help="replace a trained model already in --out.")
 @click.option("-v", "--verbose", is_flag=True, help="show PyKEEN's INFO log messages.")
-def command(config, dataset, directory, dataset_kwargs, devices, num_nodes, accelerator, epochs, batch_size,
-            eval_batch_size, val_every, seed, threads, progress, out, overwrite, verbose) -> int:
+def command(
+    config,
+    dataset,
+    directory,
+    dataset_kwargs,
+    devices,
+    num_nodes,
+    accelerator,
+    epochs,
+    batch_size,
+    eval_batch_size,
+    val_every,
+    seed,
+    threads,
+    progress,
+    out,
+    overwrite,
+    verbose,
+) -> int:
     _check_out_folder(out, overwrite)
     try:
         base = recipes_module.load_experiment_config(config)
@@ -967,8 +1011,9 @@ def command(config, dataset, directory, dataset_kwargs, devices, num_nodes, acce
             raise click.UsageError("give the dataset: --dataset NAME, --directory FOLDER, or a --config naming one")
         _check_dataset_name(config_dataset, option="--config")
         dataset = config_dataset
-    inherited = config_dataset_kwargs if directory is None and recipes_module.same_dataset(
-        dataset, config_dataset) else {}
+    inherited = (
+        config_dataset_kwargs if directory is None and recipes_module.same_dataset(dataset, config_dataset) else {}
+    )
     spec = _dataset_spec(dataset, directory, recipes_module.merge(inherited, dataset_kwargs or {}))
     training_kwargs = dict(pipeline_kwargs.get("training_kwargs") or {})
     if pipeline_kwargs.get("epochs") is not None:
@@ -979,7 +1024,9 @@ def command(config, dataset, directory, dataset_kwargs, devices, num_nodes, acce
     pipeline_kwargs["training_kwargs"] = training_kwargs
     if eval_batch_size is not None:
         pipeline_kwargs["evaluation_kwargs"] = {
-            **(pipeline_kwargs.get("evaluation_kwargs") or {}), "batch_size": eval_batch_size}
+            **(pipeline_kwargs.get("evaluation_kwargs") or {}),
+            "batch_size": eval_batch_size,
+        }
     if seed is not None:
         pipeline_kwargs["random_seed"] = seed
     try:
@@ -1017,7 +1064,6 @@ def command(config, dataset, directory, dataset_kwargs, devices, num_nodes, acce
         click.echo(_metrics_table(_pipeline_metrics(result)))
         click.echo(f"\nSaved to {out}")
     return 0
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

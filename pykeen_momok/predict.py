@@ -290,8 +290,8 @@ class Predictor:
     """Top-k tails of ``(h, r, ?)`` and heads of ``(?, r, t)`` of a trained MoMoK, with each head's probability.
 
     ``score`` is what the model ranks by in evaluation (``score_t``; heads through the inverse relation as
-    PyKEEN's ``predict_h`` does): the joint decision, the mean of the heads' sigmoid probabilities. ``heads`` holds each of
-    those probabilities, by :attr:`MoMoK.head_names <pykeen_momok.MoMoK.head_names>`.
+    PyKEEN's ``predict_h`` does): the joint decision, the mean of the heads' sigmoid probabilities. ``heads`` holds
+    each of those probabilities, by :attr:`MoMoK.head_names <pykeen_momok.MoMoK.head_names>`.
     """
 
     def __init__(self, model, factory) -> None:

@@ -52,8 +52,9 @@ def entity_name(label: str) -> str:
 
     ``<http://dbpedia.org/resource/Jeremy_Irons>`` -> ``Jeremy Irons``; ``Gilles_Mbang_Ondo`` ->
     ``Gilles Mbang Ondo``; a plain label keeps its slashes (``AC/DC``; the shared MiniLM files used the
-    text after the last ``/`` for every label, so 12 MKG-Y rows differ). Wikidata ids (``http://www.wikidata.org/entity/Q42``) give ``Q42``: they carry
-    no name, so pass real names (e.g. from a label file) for such graphs.
+    text after the last ``/`` for every label, so 12 MKG-Y rows differ). Wikidata ids
+    (``http://www.wikidata.org/entity/Q42``) give ``Q42``: they carry no name, so pass real names (e.g. from a
+    label file) for such graphs.
     """
     text = label.strip()
     if text.startswith("<") or "://" in text:  # an IRI: keep its last path segment
@@ -112,9 +113,7 @@ def _model_identity(resolved: str) -> str:
     path = pathlib.Path(resolved)
     if not path.is_dir():
         return f"name:{resolved}"
-    entries = sorted(
-        f"{p.relative_to(path).as_posix()}:{p.stat().st_size}" for p in path.rglob("*") if p.is_file()
-    )
+    entries = sorted(f"{p.relative_to(path).as_posix()}:{p.stat().st_size}" for p in path.rglob("*") if p.is_file())
     # the weights and configs define the model; the location does not (a moved copy is the same model)
     return "dir:" + "|".join(entries)
 
@@ -185,7 +184,9 @@ def encode_texts(
                 if cached.shape[0] == len(texts):
                     logger.info("text features from cache %s", cache_file)
                     return cached
-                logger.warning("ignoring cache file %s with %d rows for %d texts", cache_file, cached.shape[0], len(texts))
+                logger.warning(
+                    "ignoring cache file %s with %d rows for %d texts", cache_file, cached.shape[0], len(texts)
+                )
         loaded = _load_sentence_transformer(resolved, device)
 
     from tqdm.auto import tqdm

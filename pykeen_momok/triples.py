@@ -92,8 +92,7 @@ class ModalityFeatures:
         if not bool(finite_rows.all()):
             bad = (~finite_rows).nonzero().view(-1)
             raise ValueError(
-                f"features of {bad.numel()} entities are not finite (NaN or inf); "
-                f"entity ids: {_head(bad.tolist())}"
+                f"features of {bad.numel()} entities are not finite (NaN or inf); entity ids: {_head(bad.tolist())}"
             )
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "present", present)

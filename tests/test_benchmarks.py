@@ -5,7 +5,6 @@ Each large dataset is loaded once per module (module-scoped fixtures) to keep th
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import warnings
 import zipfile
@@ -20,8 +19,9 @@ from pykeen_momok.datasets.archives import read_image_index
 from pykeen_momok.datasets.benchmarks import DB15K, KVC16K, MKGW, MKGY, FB15k237IMG, MMKGBenchmark
 from pykeen_momok.datasets.download import ChecksumError, ManualDownloadRequired
 from pykeen_momok.features import read_id_map
-from conftest import SHARED_DATA, shared_dataset_dir
 from tests.test_download import serve
+
+from conftest import SHARED_DATA, shared_dataset_dir
 
 #: the shared README table: entities, relations, train, valid, test
 TABLE = {
@@ -75,7 +75,11 @@ def test_counts_ids_and_no_dropped_triples(loaded):
         valid,
         test,
     )
-    for factory, key in ((dataset.training, "training"), (dataset.validation, "validation"), (dataset.testing, "testing")):
+    for factory, key in (
+        (dataset.training, "training"),
+        (dataset.validation, "validation"),
+        (dataset.testing, "testing"),
+    ):
         path = folder / dataset.split_files[key]
         lines = _split_lines(path)
         assert factory.num_triples == len(lines)  # no triple dropped
@@ -150,7 +154,9 @@ def test_authors_archive_layout_and_pooling_hints(tmp_path):
     text = torch.rand(15000, 384, generator=generator)
     torch.save(image, embeddings / "img_features.pth")
     torch.save(text.numpy(), embeddings / "text_features.pth")  # the archive also has NumPy pickles
-    dataset = MKGY(directory=folder, image_features="authors", text_features="auto", cache_root=tmp_path, progress=False)
+    dataset = MKGY(
+        directory=folder, image_features="authors", text_features="auto", cache_root=tmp_path, progress=False
+    )
     training = dataset.training
     assert list(training.modalities) == ["image", "text"]
     torch.testing.assert_close(training.modalities["image"].features, image)
@@ -202,8 +208,10 @@ def test_directory_missing_a_file_is_explained(tmp_path):
 
 def test_kvc16k_files_are_verified_by_git_blob_ids():
     for spec in KVC16K.required_files:
-        assert spec.git_blob and spec.size and spec.url.startswith(
-            "https://raw.githubusercontent.com/zjukg/MoMoK/master/datasets/Kuai16K/"
+        assert (
+            spec.git_blob
+            and spec.size
+            and spec.url.startswith("https://raw.githubusercontent.com/zjukg/MoMoK/master/datasets/Kuai16K/")
         )
 
 
@@ -211,8 +219,9 @@ def test_every_benchmark_is_registered_by_name():
     """Adding a benchmark: its class (the spec) and checksums, then an entry point and a lazy export; checked here."""
     import configparser
 
-    import pykeen_momok
     from pykeen.datasets import dataset_resolver
+
+    import pykeen_momok
 
     setup = configparser.ConfigParser()
     setup.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
@@ -300,7 +309,9 @@ def test_download_verify_then_cache(tmp_path):
     shared_dataset_dir("MKG-Y")
     with serve(SHARED_DATA) as (url, requests):
         first = MKGY(base_url=url, cache_root=tmp_path, text_features=None, progress=False)
-        assert sorted(requests) == sorted(f"/MKG-Y/{name}" for name in ("train.txt", "valid.txt", "test.txt", "entity2id.txt", "relation2id.txt"))
+        assert sorted(requests) == sorted(
+            f"/MKG-Y/{name}" for name in ("train.txt", "valid.txt", "test.txt", "entity2id.txt", "relation2id.txt")
+        )
         assert first.training.num_triples == 21310
         # the text features are optional files of the mirror: fetched when asked for
         with_text = MKGY(base_url=url, cache_root=tmp_path, text_features="minilm", progress=False, verify="full")
@@ -324,9 +335,8 @@ def test_corrupted_mirror_file_is_rejected_and_not_cached(tmp_path):
     (mirror / "test.txt").unlink()
     (mirror / "test.txt").write_bytes((source / "test.txt").read_bytes()[:-100])  # truncated
     cache = tmp_path / "cache"
-    with serve(tmp_path / "mirror") as (url, _):
-        with pytest.raises(ChecksumError) as info:
-            MKGY(base_url=url, cache_root=cache, progress=False)
+    with serve(tmp_path / "mirror") as (url, _), pytest.raises(ChecksumError) as info:
+        MKGY(base_url=url, cache_root=cache, progress=False)
     message = str(info.value)
     assert f"{url}/MKG-Y/test.txt" in message and "expected 125073 bytes" in message
     assert not (cache / "mkgy" / "test.txt").exists()
@@ -354,7 +364,9 @@ def test_auto_features_that_are_absent_warn(tmp_path):
     assert dataset.training.modalities == {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        MKGW(directory=folder, cache_root=tmp_path / "b", progress=False, image_features=None, text_features=None).training  # noqa: B018
+        MKGW(
+            directory=folder, cache_root=tmp_path / "b", progress=False, image_features=None, text_features=None
+        ).training  # noqa: B018
 
 
 def test_minilm_matrix_without_its_labels_file_warns(tmp_path):

@@ -8,13 +8,14 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import assert_rank_metrics_consistent
 import torch
 from click.testing import CliRunner
 
 from pykeen_momok.cli import cli, main
 from pykeen_momok.predict import CLI_FILE, Predictor
 from pykeen_momok.recipes import RECOMMENDED_DEFAULTS, load_experiment_config, merge, recipe
+
+from conftest import assert_rank_metrics_consistent
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 TINY = dict(num_colours=6, num_shapes=6, num_relations=3, triples_per_entity=3, image_dim=8, text_dim=8, seed=1)
@@ -117,10 +118,13 @@ def test_predict_scores_are_the_models_and_each_heads(trained: pathlib.Path) -> 
     assert next(row for row in heads["predictions"] if row["label"] == head)["known"] is True
 
     # --filter-known leaves out every tail of a training triple (h, r, ·), and nothing else
-    known = {int(x) for x in factory.mapped_triples[(factory.mapped_triples[:, 0] == h)
-                                                      & (factory.mapped_triples[:, 1] == r), 2]}
-    filtered = _predict_json(trained, "--head", head, "--relation", relation, "-k", str(num_entities),
-                             "--filter-known")["predictions"]
+    known = {
+        int(x)
+        for x in factory.mapped_triples[(factory.mapped_triples[:, 0] == h) & (factory.mapped_triples[:, 1] == r), 2]
+    }
+    filtered = _predict_json(
+        trained, "--head", head, "--relation", relation, "-k", str(num_entities), "--filter-known"
+    )["predictions"]
     assert {row["id"] for row in filtered} == set(range(num_entities)) - known
     assert not any(row["known"] for row in filtered)
 
@@ -131,8 +135,15 @@ def test_predict_scores_are_the_models_and_each_heads(trained: pathlib.Path) -> 
 
 def test_evaluate_refuses_a_dataset_the_model_was_not_trained_on(trained: pathlib.Path) -> None:
     # same labels (e00000, ...), other triples
-    _fails("evaluate", trained, "--dataset", "SyntheticMMKG", "--dataset-kwargs", json.dumps({**TINY, "seed": 2}),
-           pattern="other training triples than the model was trained on")
+    _fails(
+        "evaluate",
+        trained,
+        "--dataset",
+        "SyntheticMMKG",
+        "--dataset-kwargs",
+        json.dumps({**TINY, "seed": 2}),
+        pattern="other training triples than the model was trained on",
+    )
     _fails("evaluate", trained, "--dataset", "Nations", pattern="does not have the entities the model was trained on")
 
 
@@ -144,8 +155,13 @@ def _user_folder(path: pathlib.Path, *, validation: bool = True) -> pathlib.Path
     path.mkdir()
     entities = [f"city{i}" for i in range(10)]
     rng = np.random.default_rng(0)
-    triples = sorted({(entities[i], rel, entities[(i + step) % 10]) for i in range(10)
-                      for rel, step in (("near", 1), ("twin", 3), ("far", 5))})
+    triples = sorted(
+        {
+            (entities[i], rel, entities[(i + step) % 10])
+            for i in range(10)
+            for rel, step in (("near", 1), ("twin", 3), ("far", 5))
+        }
+    )
     order = rng.permutation(len(triples))
     test, valid, train = order[:3], order[3:6], order[6:]
 
@@ -174,8 +190,9 @@ def test_train_directory_then_evaluate_and_predict(tmp_path: pathlib.Path) -> No
     assert_rank_metrics_consistent(both["MRR"], both["H@1"], both["H@10"])
     rows = _predict_json(out, "--head", "city1", "--relation", "near", "-k", "4")["predictions"]
     assert len(rows) == 4 and all(set(row["heads"]) == {"structure", "image", "joint"} for row in rows)
-    _fails("predict", out, "--head", "City1", "--relation", "near",
-           pattern="unknown entity 'City1'; did you mean 'city1'")
+    _fails(
+        "predict", out, "--head", "City1", "--relation", "near", pattern="unknown entity 'City1'; did you mean 'city1'"
+    )
     # a moved data folder: evaluate says so, and takes the new place with --directory
     moved = data.rename(tmp_path / "moved")
     _fails("evaluate", out, pattern="give --dataset or --directory to load it otherwise")
@@ -184,8 +201,16 @@ def test_train_directory_then_evaluate_and_predict(tmp_path: pathlib.Path) -> No
 
 def test_train_directory_without_validation_trains_without_early_stopping(tmp_path: pathlib.Path) -> None:
     data = _user_folder(tmp_path / "kg", validation=False)
-    _fails("train", "--directory", data, *FAST, "--early-stopping", "-o", tmp_path / "a",
-           pattern="--early-stopping needs a validation split")
+    _fails(
+        "train",
+        "--directory",
+        data,
+        *FAST,
+        "--early-stopping",
+        "-o",
+        tmp_path / "a",
+        pattern="--early-stopping needs a validation split",
+    )
     result = _run("train", "--directory", data, *FAST, "-o", tmp_path / "b")
     assert "no validation split: training without early stopping" in result.output
     assert "stopper" not in json.loads((tmp_path / "b" / CLI_FILE).read_text())["pipeline"]
@@ -247,17 +272,55 @@ def test_train_usage_errors(tmp_path: pathlib.Path) -> None:
     _fails("train", "--directory", tmp_path, *out, pattern="has no training file")
     _fails("train", "--dataset", "SyntheticMMKG", "--epochs", "0", *out, pattern="argument --epochs: must be 1 or more")
     _fails("train", "--dataset", "SyntheticMMKG", "--lr", "nan", *out, pattern="must be a finite number > 0")
-    _fails("train", "--dataset", "SyntheticMMKG", "--dataset-kwargs", "{'a': 1}", *out,
-           pattern="argument --dataset-kwargs: not valid JSON")
+    _fails(
+        "train",
+        "--dataset",
+        "SyntheticMMKG",
+        "--dataset-kwargs",
+        "{'a': 1}",
+        *out,
+        pattern="argument --dataset-kwargs: not valid JSON",
+    )
     _fails("train", "--dataset", "SyntheticMMKG", "--dataset-kwargs", "[1]", *out, pattern="expected a JSON object")
-    _fails("train", "--dataset", "SyntheticMMKG", "--dataset-kwargs", '{"colours": 3}', *out,
-           pattern="cannot be loaded: TypeError")
-    _fails("train", "--dataset", "Nations", "--dataset-kwargs", '{"create_inverse": true}', *out,
-           pattern="unknown keyword argument 'create_inverse' (did you mean 'create_inverse_triples'")
-    _fails("train", "--dataset", "SyntheticMMKG", *kwargs, "--model-kwargs", '{"embeding_dim": 8}', *out,
-           pattern="'embeding_dim' (did you mean 'embedding_dim'?)")
-    _fails("train", "--dataset", "SyntheticMMKG", *kwargs, "--model-kwargs", '{"core_dropout": 2}', *FAST, *out,
-           pattern="refused before training started: ValueError: core_dropout must be a finite number in [0, 1)")
+    _fails(
+        "train",
+        "--dataset",
+        "SyntheticMMKG",
+        "--dataset-kwargs",
+        '{"colours": 3}',
+        *out,
+        pattern="cannot be loaded: TypeError",
+    )
+    _fails(
+        "train",
+        "--dataset",
+        "Nations",
+        "--dataset-kwargs",
+        '{"create_inverse": true}',
+        *out,
+        pattern="unknown keyword argument 'create_inverse' (did you mean 'create_inverse_triples'",
+    )
+    _fails(
+        "train",
+        "--dataset",
+        "SyntheticMMKG",
+        *kwargs,
+        "--model-kwargs",
+        '{"embeding_dim": 8}',
+        *out,
+        pattern="'embeding_dim' (did you mean 'embedding_dim'?)",
+    )
+    _fails(
+        "train",
+        "--dataset",
+        "SyntheticMMKG",
+        *kwargs,
+        "--model-kwargs",
+        '{"core_dropout": 2}',
+        *FAST,
+        *out,
+        pattern="refused before training started: ValueError: core_dropout must be a finite number in [0, 1)",
+    )
     _fails("train", "--dataset", "SyntheticMMKG", "--recipe", "quick", *out, pattern="'quick' is not one of")
     if not torch.cuda.is_available():
         _fails("train", "--dataset", "SyntheticMMKG", "--device", "cuda", *out, pattern="CUDA is not available")
@@ -270,25 +333,64 @@ def test_train_config_errors(tmp_path: pathlib.Path) -> None:
     both = _config(tmp_path, json.dumps({"pipeline": {"dataset": "SyntheticMMKG"}}))
     _fails("train", "--config", both, "--recipe", "fast", *out, pattern="either --config or --recipe")
     _fails("train", "--config", tmp_path / "none.json", *out, pattern="does not exist")
-    _fails("train", "--config", _config(tmp_path, '{\n  "pipeline": {\n    "model": "MoMoK",\n  }\n}'), *out,
-           pattern="is not valid JSON: Expecting property name enclosed in double quotes at line 4, column 3")
-    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"epoch": 3}}'), *out,
-           pattern="unknown pipeline key 'epoch' (did you mean 'epochs'")
-    _fails("train", "--config", _config(tmp_path, '{"pipelines": {}}'), *out,
-           pattern="unknown top-level key 'pipelines' (did you mean 'pipeline'")
-    _fails("train", "--config", _config(tmp_path, '{"metadata": {}}'), *out, pattern="expected a \"pipeline\" object")
-    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"model": "TransE"}}'), *out,
-           pattern="this command trains MoMoK only")
-    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"training": "train.txt"}}'), *out,
-           pattern="'training' (a triples file) is not supported here")
-    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"dataset": "Nope"}}'), *out,
-           pattern="unknown dataset 'Nope'")
-    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"model_kwargs": 3}}'), *out,
-           pattern="'model_kwargs' must be an object")
-    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"model": "MoMoK"}}'), *out,
-           pattern="give the dataset")
-    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"dataset": "SyntheticMMKG", "device": "gpu0"}}'),
-           *out, pattern='"device": not a torch device')
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{\n  "pipeline": {\n    "model": "MoMoK",\n  }\n}'),
+        *out,
+        pattern="is not valid JSON: Expecting property name enclosed in double quotes at line 4, column 3",
+    )
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{"pipeline": {"epoch": 3}}'),
+        *out,
+        pattern="unknown pipeline key 'epoch' (did you mean 'epochs'",
+    )
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{"pipelines": {}}'),
+        *out,
+        pattern="unknown top-level key 'pipelines' (did you mean 'pipeline'",
+    )
+    _fails("train", "--config", _config(tmp_path, '{"metadata": {}}'), *out, pattern='expected a "pipeline" object')
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{"pipeline": {"model": "TransE"}}'),
+        *out,
+        pattern="this command trains MoMoK only",
+    )
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{"pipeline": {"training": "train.txt"}}'),
+        *out,
+        pattern="'training' (a triples file) is not supported here",
+    )
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{"pipeline": {"dataset": "Nope"}}'),
+        *out,
+        pattern="unknown dataset 'Nope'",
+    )
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{"pipeline": {"model_kwargs": 3}}'),
+        *out,
+        pattern="'model_kwargs' must be an object",
+    )
+    _fails("train", "--config", _config(tmp_path, '{"pipeline": {"model": "MoMoK"}}'), *out, pattern="give the dataset")
+    _fails(
+        "train",
+        "--config",
+        _config(tmp_path, '{"pipeline": {"dataset": "SyntheticMMKG", "device": "gpu0"}}'),
+        *out,
+        pattern='"device": not a torch device',
+    )
 
 
 def test_train_refuses_to_overwrite_a_trained_folder(trained: pathlib.Path) -> None:
@@ -299,8 +401,9 @@ def test_train_refuses_to_overwrite_a_trained_folder(trained: pathlib.Path) -> N
 def test_evaluate_and_predict_usage_errors(trained: pathlib.Path, tmp_path: pathlib.Path) -> None:
     _fails("evaluate", tmp_path / "nowhere", pattern="does not exist")
     _fails("evaluate", tmp_path, pattern="has no momok_cli.json")
-    _fails("evaluate", tmp_path, "--dataset", "Nations",
-           pattern="is not a trained-model folder: it has no trained_model")
+    _fails(
+        "evaluate", tmp_path, "--dataset", "Nations", pattern="is not a trained-model folder: it has no trained_model"
+    )
     _fails("evaluate", trained, "--out", tmp_path / "m.txt", pattern="must end in .json or .csv")
     _fails("evaluate", trained, "--out", tmp_path / "no" / "m.json", pattern="does not exist")
     _fails("evaluate", trained, "--split", "train", pattern="'train' is not one of")
@@ -308,15 +411,45 @@ def test_evaluate_and_predict_usage_errors(trained: pathlib.Path, tmp_path: path
     _fails("predict", trained, "--relation", "r00", pattern="exactly one of --head")
     _fails("predict", trained, "--head", "e00000", "--tail", "e00001", "--relation", "r00", pattern="exactly one of")
     _fails("predict", trained, "--head", "e00000", pattern="Missing option '--relation'")
-    _fails("predict", trained, "--head", "E00000", "--relation", "r00",
-           pattern="argument --head: unknown entity 'E00000'; did you mean 'e00000'")
-    _fails("predict", trained, "--head", "e0000", "--relation", "r00",
-           pattern="argument --head: unknown entity 'e0000'; did you mean 'e000")
-    _fails("predict", trained, "--tail", "e00000", "--relation", "r9",
-           pattern="argument --relation: unknown relation 'r9'; known: 'r00', 'r01', 'r02'")
+    _fails(
+        "predict",
+        trained,
+        "--head",
+        "E00000",
+        "--relation",
+        "r00",
+        pattern="argument --head: unknown entity 'E00000'; did you mean 'e00000'",
+    )
+    _fails(
+        "predict",
+        trained,
+        "--head",
+        "e0000",
+        "--relation",
+        "r00",
+        pattern="argument --head: unknown entity 'e0000'; did you mean 'e000",
+    )
+    _fails(
+        "predict",
+        trained,
+        "--tail",
+        "e00000",
+        "--relation",
+        "r9",
+        pattern="argument --relation: unknown relation 'r9'; known: 'r00', 'r01', 'r02'",
+    )
     _fails("predict", trained, "--head", "e00000", "--relation", "r00", "-k", "0", pattern="must be 1 or more, got 0")
-    _fails("predict", trained, "--head", "e00000", "--relation", "r00", "-k", "37",
-           pattern="must be from 1 to 36 (the number of entities), got 37")
+    _fails(
+        "predict",
+        trained,
+        "--head",
+        "e00000",
+        "--relation",
+        "r00",
+        "-k",
+        "37",
+        pattern="must be from 1 to 36 (the number of entities), got 37",
+    )
 
 
 def test_every_option_is_documented() -> None:

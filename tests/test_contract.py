@@ -237,7 +237,9 @@ def test_lcwa_targets_through_the_generic_paths(dataset, target):
 
 
 def test_core_contraction_path_reaches_every_tucker_head(dataset):
-    model = MoMoK(triples_factory=dataset.training, random_seed=0, embedding_dim=8, relation_dim=4, core_contraction_path="torch")
+    model = MoMoK(
+        triples_factory=dataset.training, random_seed=0, embedding_dim=8, relation_dim=4, core_contraction_path="torch"
+    )
     heads = [*model.interaction.heads, model.interaction.joint_head]
     assert [head.contraction_path for head in heads] == ["torch"] * len(heads)
     with pytest.raises(ValueError, match="unknown core contraction path 'cuda'"):

@@ -11,10 +11,11 @@ import torch
 from pykeen.datasets import dataset_resolver, get_dataset
 from pykeen.datasets.base import EagerDataset
 
-from conftest import shared_dataset_dir
 from pykeen_momok.datasets.base import MultiModalDataset, detect_triples_format, map_triples, read_triples_file
 from pykeen_momok.features import DataFormatError, FeatureSource
 from pykeen_momok.triples import MultiModalTriplesFactory
+
+from conftest import shared_dataset_dir
 
 TRAIN = [("a", "likes", "b"), ("b", "likes", "c"), ("c", "knows", "a"), ("a", "knows", "d")]
 VALID = [("b", "knows", "d")]
@@ -95,7 +96,11 @@ def test_map_triples_errors_and_drops(caplog: pytest.LogCaptureFixture) -> None:
         r"unknown entity labels in 1 of 3",
     ):
         map_triples(
-            triples, entity_to_id, relation_to_id, source="f.txt", line_numbers=np.array([10, 12, 13]),
+            triples,
+            entity_to_id,
+            relation_to_id,
+            source="f.txt",
+            line_numbers=np.array([10, 12, 13]),
             id_sources=("e2id.txt", None),
         )
     with caplog.at_level(logging.WARNING):
@@ -177,9 +182,7 @@ def test_dataset_entity_missing_from_entity2id(kg: pathlib.Path) -> None:
 def test_dataset_relation_missing_from_relation2id(kg: pathlib.Path) -> None:
     _write(kg / "relation2id.txt", "likes 0\n")
     with pytest.raises(DataFormatError, match=r"train\.txt', line 3: relation 'knows' is not in '.*relation2id\.txt'"):
-        MultiModalDataset(
-            kg / "train.txt", kg / "test.txt", relation2id_path=kg / "relation2id.txt", eager=True
-        )
+        MultiModalDataset(kg / "train.txt", kg / "test.txt", relation2id_path=kg / "relation2id.txt", eager=True)
 
 
 def test_dataset_malformed_triples_and_bad_entity2id(kg: pathlib.Path) -> None:

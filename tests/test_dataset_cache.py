@@ -26,12 +26,13 @@ from pykeen.constants import PYKEEN_DATASETS
 from pykeen.datasets import dataset_resolver, get_dataset
 from pykeen.datasets.base import EagerDataset
 
-from conftest import SHARED_DATA, shared_dataset_dir
 from pykeen_momok.datasets.base import MultiModalDataset
 from pykeen_momok.datasets.benchmarks import MKGY
 from pykeen_momok.datasets.cache import MANIFEST_NAME, DatasetCache
 from pykeen_momok.datasets.download import ChecksumError
 from tests.test_download import serve
+
+from conftest import SHARED_DATA, shared_dataset_dir
 
 
 def _summary(dataset) -> dict:
@@ -64,7 +65,13 @@ def _mkgy_copy(tmp_path: pathlib.Path, name: str = "MKG-Y") -> pathlib.Path:
 
 def _kwargs(folder: pathlib.Path, tmp_path: pathlib.Path, **extra) -> dict:
     # create_inverse_triples given, so that DatasetCache(...) here names the folder get_dataset uses
-    return dict(directory=str(folder), cache_root=str(tmp_path / "downloads"), progress=False, create_inverse_triples=True, **extra)
+    return dict(
+        directory=str(folder),
+        cache_root=str(tmp_path / "downloads"),
+        progress=False,
+        create_inverse_triples=True,
+        **extra,
+    )
 
 
 def _cache_of(kwargs: dict) -> DatasetCache:
@@ -173,7 +180,10 @@ def test_relative_paths_mean_the_files_of_the_working_folder(tmp_path, monkeypat
     assert get_dataset(dataset=RelativePathMMKG, dataset_kwargs=kwargs).training.num_triples == 3
     # a feature file rewritten in place (same size): its times tell
     np.save(tmp_path / "a" / "kg" / "image.npy", -np.arange(8, dtype=np.float32).reshape(-1, 2))
-    assert float(get_dataset(dataset=RelativePathMMKG, dataset_kwargs=kwargs).training.modalities["image"].features.sum()) < 0
+    assert (
+        float(get_dataset(dataset=RelativePathMMKG, dataset_kwargs=kwargs).training.modalities["image"].features.sum())
+        < 0
+    )
 
 
 def test_the_package_version_is_part_of_the_key(tmp_path, monkeypatch):
@@ -215,7 +225,8 @@ def _damage_extra(path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage", [_damage_modalities, _damage_validation, _damage_byte, _damage_manifest, _damage_extra],
+    "damage",
+    [_damage_modalities, _damage_validation, _damage_byte, _damage_manifest, _damage_extra],
     ids=["no-modalities", "no-validation", "changed-byte", "no-manifest", "extra-folder"],
 )
 def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, damage):
@@ -229,7 +240,9 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, damage):
         rebuilt = get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs)
     assert isinstance(rebuilt, MKGY)  # built afresh, not read from the damaged copy
     assert _summary(rebuilt) == fresh
-    assert any("is damaged" in record.getMessage() and str(cache.path) in record.getMessage() for record in caplog.records)
+    assert any(
+        "is damaged" in record.getMessage() and str(cache.path) in record.getMessage() for record in caplog.records
+    )
     again = get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs)
     assert isinstance(again, EagerDataset) and _summary(again) == fresh
 
@@ -250,7 +263,7 @@ def test_the_cache_lives_where_pykeen_keeps_its_caches(tmp_path):
 
 _PROCESS = (
     textwrap.dedent(inspect.getsource(_summary))
-    + '''
+    + """
 import hashlib, json, os, signal, sys, time
 import torch
 import pykeen_momok  # noqa: F401 -- registers the datasets
@@ -275,7 +288,7 @@ kwargs = dict(directory=directory, cache_root=downloads, progress=False, create_
 dataset = get_dataset(dataset="MKG-Y", dataset_kwargs=kwargs)
 with open(out, "w") as file:
     json.dump({"type": type(dataset).__name__, "summary": _summary(dataset)}, file)
-'''
+"""
 )
 
 
@@ -299,7 +312,7 @@ def _finish(process: subprocess.Popen, out: pathlib.Path) -> dict:
 
 def _cached_training_files() -> set[pathlib.Path]:
     """The stored training factories of MKG-Y, wherever a cache writes them (the old code wrote in place)."""
-    return {path for path in PYKEEN_DATASETS.joinpath("mkgy").rglob("training/base.pth")}
+    return set(PYKEEN_DATASETS.joinpath("mkgy").rglob("training/base.pth"))
 
 
 def _writing_since(before: set[pathlib.Path]) -> bool:

@@ -24,8 +24,8 @@ from pykeen_momok.datasets.download import (
     BASE_URL_ENV,
     DEADLINE_ENV,
     ChecksumError,
-    DownloadError,
     Downloader,
+    DownloadError,
     ManualDownloadRequired,
     RemoteFile,
     UnsafeArchiveError,
@@ -35,6 +35,7 @@ from pykeen_momok.datasets.download import (
     safe_extract,
     verify_local_file,
 )
+
 from conftest import SHARED_DATA, shared_dataset_dir
 
 
@@ -162,13 +163,9 @@ def test_crlf_source_is_normalised_before_verification(tmp_path):
     root = tmp_path / "mirror"
     (root / "fb").mkdir(parents=True)
     (root / "fb" / "train.tsv").write_bytes(lf.replace(b"\n", b"\r\n"))
-    spec = RemoteFile(
-        name="train.tsv", sha256=hashlib.sha256(lf).hexdigest(), size=len(lf), normalize_newlines=True
-    )
+    spec = RemoteFile(name="train.tsv", sha256=hashlib.sha256(lf).hexdigest(), size=len(lf), normalize_newlines=True)
     with serve(root) as (url, _):
-        path = Downloader("fb", [spec], base_url=url, cache_root=tmp_path / "cache", progress=False).ensure(
-            "train.tsv"
-        )
+        path = Downloader("fb", [spec], base_url=url, cache_root=tmp_path / "cache", progress=False).ensure("train.tsv")
     assert path.read_bytes() == lf
 
 
@@ -321,7 +318,9 @@ def test_a_trickling_mirror_hits_the_overall_deadline(tmp_path, trickle_headers)
     payload = b"a r b .\n" * 250
     cache = tmp_path / "cache"
     with trickle(payload, delay=0.05, trickle_headers=trickle_headers) as (url, _):
-        downloader = Downloader("toy", [_payload_spec(payload)], base_url=url, cache_root=cache, progress=False, deadline=1.0)
+        downloader = Downloader(
+            "toy", [_payload_spec(payload)], base_url=url, cache_root=cache, progress=False, deadline=1.0
+        )
         start = time.monotonic()
         with pytest.raises(DownloadError, match=r"did not finish within 1 s") as info:
             downloader.ensure("train.txt")
@@ -400,9 +399,8 @@ def test_an_interrupted_download_removes_its_part_file(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(download._Watchdog, "progress", interrupt)
-    with trickle(payload, delay=0.001) as (url, _):
-        with pytest.raises(KeyboardInterrupt):
-            Downloader("toy", [_payload_spec(payload)], base_url=url, cache_root=cache, progress=False).ensure("train.txt")
+    with trickle(payload, delay=0.001) as (url, _), pytest.raises(KeyboardInterrupt):
+        Downloader("toy", [_payload_spec(payload)], base_url=url, cache_root=cache, progress=False).ensure("train.txt")
     assert _cache_leftovers(cache / "toy") == []
 
 
@@ -411,6 +409,7 @@ def test_concurrent_downloads_of_one_file_fetch_it_once(tmp_path):
     spec = _payload_spec(payload)
     cache = tmp_path / "cache"
     with trickle(payload, delay=0.001) as (url, requests):
+
         def fetch(_):
             return Downloader("toy", [spec], base_url=url, cache_root=cache, progress=False).ensure("train.txt")
 
@@ -459,7 +458,7 @@ def _zip(path: pathlib.Path, members: dict[str, bytes], symlinks: dict[str, str]
             zf.writestr(name, data)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)  # a symbolic link
+            info.external_attr = 0o120777 << 16  # a symbolic link
             zf.writestr(info, target)
     return path
 

@@ -278,9 +278,7 @@ def test_align_normal_fill_is_seeded_and_matches_statistics() -> None:
     first = align_features(matrix, labels, entity_to_id, fill="normal", seed=1)
     again = align_features(matrix, labels, entity_to_id, fill="normal", seed=1)
     other = align_features(matrix, labels, entity_to_id, fill="normal", seed=2)
-    generated = align_features(
-        matrix, labels, entity_to_id, fill="normal", generator=torch.Generator().manual_seed(1)
-    )
+    generated = align_features(matrix, labels, entity_to_id, fill="normal", generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(first.features, again.features)
     torch.testing.assert_close(first.features, generated.features)
     assert not torch.equal(first.features, other.features)

@@ -35,8 +35,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pykeen_momok.registration",),  # talks to PyKEEN's resolvers; imports what it registers
     # entry points (lightning: multi-GPU training, next to cli and predict, whose helpers it uses; analysis: what a
     # trained model learned, read through predict)
-    ("pykeen_momok", "pykeen_momok.cli", "pykeen_momok.lightning", "pykeen_momok.predict", "pykeen_momok.recipes",
-     "pykeen_momok.analysis"),
+    (
+        "pykeen_momok",
+        "pykeen_momok.cli",
+        "pykeen_momok.lightning",
+        "pykeen_momok.predict",
+        "pykeen_momok.recipes",
+        "pykeen_momok.analysis",
+    ),
 )
 
 

@@ -127,7 +127,9 @@ def test_empty_evaluation_split_is_refused_at_load_time(tmp_path: pathlib.Path) 
     empty = _write(tmp_path / "empty.tsv", "\n\n")
     with pytest.raises(DataFormatError, match=r"empty\.tsv' \(testing triples\) holds no triples"):
         MultiModalDataset(train, empty, eager=True)
-    with pytest.raises(DataFormatError, match=r"empty\.tsv' \(validation triples\) holds no triples.*validation_path=None"):
+    with pytest.raises(
+        DataFormatError, match=r"empty\.tsv' \(validation triples\) holds no triples.*validation_path=None"
+    ):
         MultiModalDataset(train, test, empty, eager=True)
     with pytest.raises(DataFormatError, match=r"empty\.tsv' \(training triples\) holds no triples"):
         MultiModalDataset(empty, test, eager=True)
@@ -143,9 +145,7 @@ def test_split_whose_triples_are_all_dropped_is_refused(tmp_path: pathlib.Path) 
     ):
         MultiModalDataset(train, test, eager=True)
     with pytest.raises(DataFormatError, match=r"all 1 triples would be dropped.*relation 's' is not in"):
-        map_triples(
-            np.array([["a", "s", "b"]], dtype=object), {"a": 0, "b": 1}, {"r": 0}, unknown_relations="drop"
-        )
+        map_triples(np.array([["a", "s", "b"]], dtype=object), {"a": 0, "b": 1}, {"r": 0}, unknown_relations="drop")
 
 
 # 7: modalities that are missing ----------------------------------------------------------------------
@@ -204,7 +204,9 @@ def test_all_zero_features_are_refused() -> None:
 
 def test_all_zero_rows_of_present_entities_warn_with_counts() -> None:
     matrix = np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]])
-    with pytest.warns(UserWarning, match=r"'f\.npy': 2 of the 3 entities with a feature row have an all-zero row \['b', 'd'\]"):
+    with pytest.warns(
+        UserWarning, match=r"'f\.npy': 2 of the 3 entities with a feature row have an all-zero row \['b', 'd'\]"
+    ):
         out = align_features(matrix, ["a", "b", "d"], ENTITIES, source="f.npy", fill="zeros")
     assert out.present.tolist() == [True, True, False, True]
     # rows filled with zeros for absent entities are not the file's fault: no warning
@@ -359,12 +361,18 @@ def test_dot_lines_with_tabs_or_double_spaces(tmp_path: pathlib.Path, text: str)
 
 def test_malformed_line_hints_at_the_other_format(tmp_path: pathlib.Path) -> None:
     path = _write(tmp_path / "train.txt", "a r b .\nc r d .\n")
-    with pytest.raises(DataFormatError, match=r"line 1: malformed triple.*reads as 'head relation tail \.'.*"
-                       r"pass triples_format='dot'"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"line 1: malformed triple.*reads as 'head relation tail \.'.*"
+        r"pass triples_format='dot'",
+    ):
         read_triples_file(path, "tsv")
     mixed = _write(tmp_path / "mixed.txt", "a\tr\tb\nNew York\tr\td\nc r d .\n")
-    with pytest.raises(DataFormatError, match=r"line 3: malformed triple.*pass triples_format='dot' \(the format "
-                       r"'tsv' was decided from line 1\)"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"line 3: malformed triple.*pass triples_format='dot' \(the format "
+        r"'tsv' was decided from line 1\)",
+    ):
         read_triples_file(mixed)
 
 

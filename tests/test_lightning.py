@@ -20,10 +20,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from click.testing import CliRunner
-
 from pykeen.datasets import get_dataset
 from pykeen.evaluation import RankBasedEvaluator
 from pykeen.triples.instances import LCWAInstances
+
 from pykeen_momok.cli import cli
 from pykeen_momok.lightning import (
     LIGHTNING_FILE,
@@ -68,18 +68,39 @@ def _write_config(folder: pathlib.Path, pipeline: dict) -> pathlib.Path:
 def runs(tmp_path_factory) -> dict[str, pathlib.Path]:
     folder = tmp_path_factory.mktemp("lightning")
     config = _write_config(folder, PIPELINE)
-    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK",
-                                                             "WORLD_SIZE", "NODE_RANK")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")
+    }
     env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     ddp = subprocess.run(
-        [sys.executable, "-m", "pykeen_momok.lightning", "--config", str(config), "--accelerator", "cpu",
-         "--devices", "2", "--threads", "1", "--no-progress", "-o", str(folder / "ddp")],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pykeen_momok.lightning",
+            "--config",
+            str(config),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--threads",
+            "1",
+            "--no-progress",
+            "-o",
+            str(folder / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-4000:]
     assert "Starting with 2 processes" in ddp.stderr + ddp.stdout and "MRR" in ddp.stdout
-    single = CliRunner().invoke(cli, ["train", "--config", str(config), "--threads", "1", "--no-progress",
-                                      "-o", str(folder / "single")])
+    single = CliRunner().invoke(
+        cli, ["train", "--config", str(config), "--threads", "1", "--no-progress", "-o", str(folder / "single")]
+    )
     assert single.exit_code == 0, single.output
     return {"ddp": folder / "ddp", "single": folder / "single"}
 
@@ -114,8 +135,9 @@ def test_ranks_end_with_identical_weights(runs) -> None:
 
 def _initial_model():
     """The model as the entry point builds it before training (same seed, same settings)."""
-    settings = lightning_settings(merge(dict(RECOMMENDED_DEFAULTS), {k: v for k, v in PIPELINE.items()
-                                                                      if k not in ("dataset", "dataset_kwargs")}))
+    settings = lightning_settings(
+        merge(dict(RECOMMENDED_DEFAULTS), {k: v for k, v in PIPELINE.items() if k not in ("dataset", "dataset_kwargs")})
+    )
     dataset = get_dataset(dataset="SyntheticMMKG", dataset_kwargs=TINY)
     pl.seed_everything(settings.random_seed, verbose=False)
     return MoMoKLitModule(dataset=dataset, random_seed=settings.random_seed, **settings.module_kwargs).model, dataset
@@ -134,10 +156,14 @@ def test_estimator_took_its_own_step_after_every_optimizer_step(runs) -> None:
     state = trained.mutual_information.optimizer.state_dict()["state"]
     estimator = list(trained.mutual_information.estimator.parameters())
     assert len(state) == len(estimator) and {int(s["step"]) for s in state.values()} == {
-        selected["optimizer_steps_per_process"]}
+        selected["optimizer_steps_per_process"]
+    }
     before = dict(initial.mutual_information.estimator.named_parameters())
-    changed = [name for name, p in trained.mutual_information.estimator.named_parameters()
-               if not torch.equal(p.detach(), before[name].detach())]
+    changed = [
+        name
+        for name, p in trained.mutual_information.estimator.named_parameters()
+        if not torch.equal(p.detach(), before[name].detach())
+    ]
     assert len(changed) == len(estimator)  # the main optimiser never holds them: only the estimator step moved them
 
 
@@ -147,16 +173,23 @@ def test_gathered_metrics_are_one_process_evaluation_of_the_saved_model(runs) ->
     model = load_model(runs["ddp"])
     dataset = get_dataset(dataset="SyntheticMMKG", dataset_kwargs=TINY)
     evaluator = RankBasedEvaluator(filtered=True)
-    test = evaluator.evaluate(model, dataset.testing.mapped_triples, batch_size=64, use_tqdm=False,
-                              additional_filter_triples=[dataset.training.mapped_triples,
-                                                         dataset.validation.mapped_triples]).to_dict()
+    test = evaluator.evaluate(
+        model,
+        dataset.testing.mapped_triples,
+        batch_size=64,
+        use_tqdm=False,
+        additional_filter_triples=[dataset.training.mapped_triples, dataset.validation.mapped_triples],
+    ).to_dict()
     compared = 0
     for side, types in test.items():
         for rank_type, metrics in types.items():
             for name, value in metrics.items():
                 if isinstance(value, float) and math.isfinite(value):
                     assert results[side][rank_type][name] == pytest.approx(value, rel=REL, abs=1e-9), (
-                        side, rank_type, name)
+                        side,
+                        rank_type,
+                        name,
+                    )
                     compared += 1
     assert compared > 50
     # the checkpoint kept is the one with the best validation MRR, and the saved model is that checkpoint
@@ -164,8 +197,13 @@ def test_gathered_metrics_are_one_process_evaluation_of_the_saved_model(runs) ->
     assert [row["epoch"] for row in history] == [1, 2]
     best = max(history, key=lambda row: row["val_mrr"])
     assert info["selected"]["epoch"] == best["epoch"] and info["selected"]["score"] == best["val_mrr"]
-    validation = evaluator.evaluate(model, dataset.validation.mapped_triples, batch_size=64, use_tqdm=False,
-                                    additional_filter_triples=[dataset.training.mapped_triples])
+    validation = evaluator.evaluate(
+        model,
+        dataset.validation.mapped_triples,
+        batch_size=64,
+        use_tqdm=False,
+        additional_filter_triples=[dataset.training.mapped_triples],
+    )
     assert validation.get_metric("mrr") == pytest.approx(best["val_mrr"], rel=REL)
 
 
@@ -199,8 +237,9 @@ def test_estimator_parameters_stay_out_of_the_main_optimizer_and_ddp() -> None:
     assert estimator and not estimator & optimized and optimized
     module.setup("fit")
     ignored = set(module._ddp_params_and_buffers_to_ignore)
-    assert ignored == {f"model.{name}" for name, _ in module.model.mutual_information.named_parameters(
-        prefix="mutual_information")}
+    assert ignored == {
+        f"model.{name}" for name, _ in module.model.mutual_information.named_parameters(prefix="mutual_information")
+    }
 
 
 @pytest.mark.parametrize(
@@ -230,6 +269,14 @@ def test_command_errors_exit_with_status_2(tmp_path: pathlib.Path, capsys: pytes
     assert exit_info.value.code == 2 and "refused before training started" in capsys.readouterr().err
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit) as exit_info:
-            main(["--config", str(_write_config(tmp_path, PIPELINE)), "--accelerator", "gpu",
-                  "-o", str(tmp_path / "out")])
+            main(
+                [
+                    "--config",
+                    str(_write_config(tmp_path, PIPELINE)),
+                    "--accelerator",
+                    "gpu",
+                    "-o",
+                    str(tmp_path / "out"),
+                ]
+            )
         assert exit_info.value.code == 2 and "Lightning refused accelerator='gpu'" in capsys.readouterr().err

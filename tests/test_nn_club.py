@@ -12,8 +12,13 @@ from pykeen_momok.nn.club import CLUB, ExpertMIRegularizer
 
 def _mlp(seq: torch.nn.Sequential, x: list[float], tanh: bool) -> list[float]:
     l1, l2 = seq[0], seq[2]
-    h = [max(0.0, sum(l1.weight[o, j].item() * x[j] for j in range(len(x))) + l1.bias[o].item()) for o in range(l1.out_features)]
-    out = [sum(l2.weight[o, j].item() * h[j] for j in range(len(h))) + l2.bias[o].item() for o in range(l2.out_features)]
+    h = [
+        max(0.0, sum(l1.weight[o, j].item() * x[j] for j in range(len(x))) + l1.bias[o].item())
+        for o in range(l1.out_features)
+    ]
+    out = [
+        sum(l2.weight[o, j].item() * h[j] for j in range(len(h))) + l2.bias[o].item() for o in range(l2.out_features)
+    ]
     return [math.tanh(v) for v in out] if tanh else out
 
 

@@ -21,11 +21,17 @@ def _explicit(fusion: ModalityFusion, inputs: list[torch.Tensor]) -> tuple[torch
             vs, logits = [], []
             for m, x in enumerate(inputs):
                 lin = fusion.projections[h][m]
-                v = [max(0.0, sum(lin.weight[o, j].item() * x[row, j].item() for j in range(x.shape[1])) + lin.bias[o].item()) for o in range(d)]
+                v = [
+                    max(
+                        0.0,
+                        sum(lin.weight[o, j].item() * x[row, j].item() for j in range(x.shape[1])) + lin.bias[o].item(),
+                    )
+                    for o in range(d)
+                ]
                 vs.append(v)
                 logits.append(sum(a[o].item() * v[o] for o in range(d)))
             mx = max(logits)
-            e = [math.exp(l - mx) for l in logits]
+            e = [math.exp(logit - mx) for logit in logits]
             beta = [u / sum(e) for u in e]
             for m in range(len(inputs)):
                 att[row, h, m] = beta[m]

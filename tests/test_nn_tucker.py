@@ -190,7 +190,9 @@ def test_head_init_matches_reference():
 def test_head_train_matches_composed_oracle(use_ids):
     torch.manual_seed(3)
     B, d, d_r, R = 23, 6, 5, 4
-    head = TuckerHead(d, d_r, input_dropout=0.0, core_dropout=0.4, hidden_dropout=0.0, chunk_bytes=4 * d * d * 5).double()
+    head = TuckerHead(
+        d, d_r, input_dropout=0.0, core_dropout=0.4, hidden_dropout=0.0, chunk_bytes=4 * d * d * 5
+    ).double()
     ref = copy.deepcopy(head)
     e = torch.randn(B, d, dtype=torch.float64, requires_grad=True)
     rel = torch.randn(R, d_r, dtype=torch.float64, requires_grad=True)
@@ -224,7 +226,11 @@ def test_head_eval_fused_equals_unfused(use_ids):
     # give the BatchNorms non-trivial running statistics
     head.train()
     for _ in range(3):
-        head(torch.randn(B, d, dtype=torch.float64) * 2 + 1, torch.randint(0, R, (B,)), torch.randn(R, d_r, dtype=torch.float64))
+        head(
+            torch.randn(B, d, dtype=torch.float64) * 2 + 1,
+            torch.randint(0, R, (B,)),
+            torch.randn(R, d_r, dtype=torch.float64),
+        )
     head.eval()
     unfused = copy.deepcopy(head)
     unfused.fused = False
@@ -256,7 +262,9 @@ def test_head_unfused_train_statistics():
 def test_head_fallback_to_per_query_when_relation_matrices_too_big():
     torch.manual_seed(6)
     B, d, d_r, R = 12, 4, 3, 6
-    small = TuckerHead(d, d_r, input_dropout=0.0, hidden_dropout=0.0, chunk_bytes=64 * 4 * d * d, max_relation_matrix_bytes=1).double()
+    small = TuckerHead(
+        d, d_r, input_dropout=0.0, hidden_dropout=0.0, chunk_bytes=64 * 4 * d * d, max_relation_matrix_bytes=1
+    ).double()
     big = copy.deepcopy(small)
     big.max_relation_matrix_bytes = 1 << 30
     e = torch.randn(B, d, dtype=torch.float64)

@@ -11,6 +11,7 @@ import pytest
 
 from pykeen_momok import text_features
 from pykeen_momok.text_features import encode_entities, encode_texts, entity_name, entity_names, resolve_model
+
 from conftest import shared_dataset_dir
 
 
@@ -120,5 +121,7 @@ def test_benchmark_encodes_entity_names_when_asked(minilm_dir, tmp_path):
     text = dataset.training.modalities["text"]
     assert text.features.shape == (4, 384) and bool(text.present.all())
     assert dataset.training.metadata["pooling"] == {"text": "mkg-text"}
-    expected = encode_texts(["Jeremy Irons", "AC/DC", "Libreville", "Gabon"], model=minilm_dir, use_cache=False, progress=False)
+    expected = encode_texts(
+        ["Jeremy Irons", "AC/DC", "Libreville", "Gabon"], model=minilm_dir, use_cache=False, progress=False
+    )
     np.testing.assert_allclose(text.features.numpy(), expected, atol=1e-5)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_dataset_dir
 from pykeen_momok.datasets.benchmarks import DB15K, MKGY
 from pykeen_momok.datasets.validation import honest_splits, overlap_counts
 from pykeen_momok.triples import MultiModalTriplesFactory
+
+from conftest import shared_dataset_dir
 
 
 def _factory(triples, num_entities=6, create_inverse_triples=False):

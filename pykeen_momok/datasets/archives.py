@@ -116,6 +116,7 @@ PUBLISHED_SHAPES: Mapping[str, Mapping[str, tuple[int, int]]] = {
     "MKG-Y": {"image": (15000, 383), "text": (15000, 384)},
 }
 
+
 def reference_pooling(modality: str, width: int) -> str:
     """Return the reference code's pooling layout for features of this modality and width.
 
@@ -162,7 +163,9 @@ def _check_shape(path, features: np.ndarray, expected_shape) -> None:
         return
     rows, width = expected_shape
     if rows is not None and features.shape[0] != rows:
-        raise ValueError(f"{path}: expected {rows} rows (one per entity), got {features.shape[0]} (shape {features.shape})")
+        raise ValueError(
+            f"{path}: expected {rows} rows (one per entity), got {features.shape[0]} (shape {features.shape})"
+        )
     if width is not None and features.shape[1] != width:
         raise ValueError(f"{path}: expected width {width}, got {features.shape[1]} (shape {features.shape})")
 
@@ -303,7 +306,13 @@ class BenchmarkFeatures:
                 result = self._from_kind(modality, kind, entity_to_id, download=False)
                 if result is not None:
                     return result
-            hint = ", 'mmkb'" if modality == "image" and self.mmkb_h5 else ", 'encode' with text_encoder=..." if modality == "text" else ""
+            hint = (
+                ", 'mmkb'"
+                if modality == "image" and self.mmkb_h5
+                else ", 'encode' with text_encoder=..."
+                if modality == "text"
+                else ""
+            )
             # a warning, not a log line: a model trained without a modality it was meant to have is a silent change
             warnings.warn(
                 f"{self.__class__.__name__}: no {modality} features found locally; the modality is left out. Pass "
@@ -361,7 +370,8 @@ class BenchmarkFeatures:
                     )
                 if download:
                     raise FileNotFoundError(
-                        f"{self.__class__.__name__}: the MiniLM text features {list(self.minilm_files)} are only in the "
+                        f"{self.__class__.__name__}: the MiniLM text features "
+                        f"{list(self.minilm_files)} are only in the "
                         f"shared benchmark folder; pass directory= (or base_url= of a mirror) holding them, or use "
                         f"text_features='encode' with text_encoder=..."
                     )
@@ -426,7 +436,8 @@ class BenchmarkFeatures:
         if not download:
             return None
         raise ManualDownloadRequired(
-            f"{self.__class__.__name__}: the authors' {modality} features ({member}) cannot be downloaded automatically "
+            f"{self.__class__.__name__}: the authors' {modality} features ({member}) cannot be "
+            "downloaded automatically "
             f"(Google Drive). Download the archive from {AUTHORS_ARCHIVE_VIEW_URL} and either put it at "
             f"{shared / AUTHORS_ARCHIVE.name}, or unpack it and put {member} at {shared / member}"
             + (f" or at {self.directory / member}" if self.directory is not None else "")
@@ -447,7 +458,9 @@ class BenchmarkFeatures:
         rows_width = self._expected_shape(modality, len(entity_to_id))
         matrix = load_pth_matrix(path, expected_shape=rows_width if published else (rows_width[0], None))
         if matrix.labels is not None:
-            return align_features(matrix.features, matrix.labels, entity_to_id, fill=self.fill, unknown="ignore", source=path)  # type: ignore[arg-type]
+            return align_features(
+                matrix.features, matrix.labels, entity_to_id, fill=self.fill, unknown="ignore", source=path
+            )  # type: ignore[arg-type]
         if modality == "image" and self.image_index_file is not None:
             index_path = self._optional_file(self.image_index_file, download=True)
             if index_path is not None:
@@ -461,7 +474,8 @@ class BenchmarkFeatures:
         index_path = self._optional_file(self.image_index_file, download=download)
         if index_path is None:
             raise FileNotFoundError(
-                f"{self.__class__.__name__}: reading {h5.name} needs {self.image_index_file} (in directory= or the cache)"
+                f"{self.__class__.__name__}: reading {h5.name} needs {self.image_index_file} (in "
+                "directory= or the cache)"
             )
         matrix = read_mmkb_image_features(h5, index_path, labels_in_id_order(entity_to_id))
         assert matrix.present is not None

@@ -312,7 +312,8 @@ def map_triples(
     keep = ~(bad_entity | bad_relation)
     if len(triples) and not keep.any():
         raise DataFormatError(
-            f"{str(source)!r}: all {len(triples)} triples would be dropped, none is left: " + "; ".join(reasons)
+            f"{str(source)!r}: all {len(triples)} triples would be dropped, none is left: "
+            + "; ".join(reasons)
             + ". Check that the files use the same labels (spelling, case), or give id files (entity2id, "
             "relation2id) that list every entity and relation"
         )
@@ -684,9 +685,7 @@ class MultiModalDataset(LazyDataset):
                     unknown=unknown,
                 )
         elif isinstance(modalities, Mapping):
-            sources = {
-                name: _relative_source(directory, _as_source(name, value)) for name, value in modalities.items()
-            }
+            sources = {name: _relative_source(directory, _as_source(name, value)) for name, value in modalities.items()}
         else:
             raise TypeError(f"modalities must be None, a list of names or a mapping, got {type(modalities).__name__}")
 

@@ -92,7 +92,7 @@ c0be6fbb15f8a91b967d9ee8eaed95247a523995  3be3e886268cade513b35429d7aa5e145f5169
 33ba3a045d8600a0fb1d6650aa007f501cfb60af  -  4074788  KVC16K/train.txt
 fd12001091a9104683383208b7efcf151007c26a  -  509117  KVC16K/valid.txt
 32d065f5d066db05f6687189c3cb615267c0bb8b  -  509198  KVC16K/test.txt
-"""
+"""  # noqa: E501 -- one file per line, as CHECKSUMS.txt has them
 )
 
 _MOMOK_RAW = "https://raw.githubusercontent.com/zjukg/MoMoK/master/datasets"
@@ -107,7 +107,14 @@ _MMKB_DROPBOX = "https://www.dropbox.com/s"
 
 def _shared_spec(folder: str, name: str, url: str | None, **kwargs: Any) -> RemoteFile:
     blob, sha256, size = CHECKSUMS[f"{folder}/{name}"]
-    return RemoteFile(name=name, url=url, sha256=sha256, size=size, git_blob=None if kwargs.get("normalize_newlines") else blob, **kwargs)
+    return RemoteFile(
+        name=name,
+        url=url,
+        sha256=sha256,
+        size=size,
+        git_blob=None if kwargs.get("normalize_newlines") else blob,
+        **kwargs,
+    )
 
 
 def _momok_specs(folder: str, remote_folder: str | None = None) -> tuple[RemoteFile, ...]:
@@ -120,9 +127,7 @@ def _momok_specs(folder: str, remote_folder: str | None = None) -> tuple[RemoteF
 
 def _minilm_specs(folder: str) -> tuple[RemoteFile, ...]:
     # made for the shared benchmark folder; only reachable through a mirror (base_url) or directory=
-    return tuple(
-        _shared_spec(folder, name, None) for name in ("text_minilm.npy", "text_minilm_entities.txt")
-    )
+    return tuple(_shared_spec(folder, name, None) for name in ("text_minilm.npy", "text_minilm_entities.txt"))
 
 
 class MMKGBenchmark(BenchmarkFeatures, MultiModalDataset):
@@ -142,7 +147,11 @@ class MMKGBenchmark(BenchmarkFeatures, MultiModalDataset):
     #: files used when present / needed (ImageIndex, names, MiniLM features)
     optional_files: ClassVar[tuple[RemoteFile, ...]] = ()
     #: file names of the splits
-    split_files: ClassVar[Mapping[str, str]] = {"training": "train.txt", "validation": "valid.txt", "testing": "test.txt"}
+    split_files: ClassVar[Mapping[str, str]] = {
+        "training": "train.txt",
+        "validation": "valid.txt",
+        "testing": "test.txt",
+    }
     #: ``"dot"`` (``h r t .``) or ``"tsv"``
     triples_format_name: ClassVar[str] = "dot"
     #: id files; ``None``: generated from all splits (sorted labels), so no evaluation triple is dropped
@@ -268,7 +277,8 @@ class MMKGBenchmark(BenchmarkFeatures, MultiModalDataset):
             for required in self.required_files:
                 if not (self.directory / required.name).is_file():
                     raise FileNotFoundError(
-                        f"{self.__class__.__name__}: {required.name} is missing from directory={str(self.directory)!r}; "
+                        f"{self.__class__.__name__}: {required.name} is missing from "
+                        f"directory={str(self.directory)!r}; "
                         f"the folder must hold {[s.name for s in self.required_files]} (the layout of the shared "
                         f"benchmark folder). Get it from {required.url or 'the shared benchmark folder'} (expected "
                         f"{required.expected_str()})"
@@ -341,7 +351,12 @@ class MMKGBenchmark(BenchmarkFeatures, MultiModalDataset):
     def _load(self) -> None:
         super()._load()
         self._training, self._validation, validation_note = honest_splits(
-            self._training, self._validation, self._testing, self.validation_choice, self.heldout_size, self.heldout_seed
+            self._training,
+            self._validation,
+            self._testing,
+            self.validation_choice,
+            self.heldout_size,
+            self.heldout_seed,
         )
         if self.validation_choice != "published":
             logger.info("%s: validation split: %s", self.__class__.__name__, validation_note)

@@ -298,14 +298,23 @@ class DatasetCache:
         return dataset, None, False
 
     def write(self, dataset: Dataset) -> None:
-        """Store ``dataset`` (loading it) into a temporary folder, then rename it into place (the caller holds the lock)."""
+        """Store ``dataset`` (loading it) into a temporary folder, then rename it into place.
+
+        The caller holds the lock.
+        """
         self.work.mkdir(parents=True, exist_ok=True)
         self._remove_leftovers()
         tmp = pathlib.Path(tempfile.mkdtemp(dir=self.work, prefix=f"{self.key}.", suffix=".tmp"))
         try:
             dataset.to_directory_binary(tmp)
-            built_from = dict(self.built_from, inputs=_settled_inputs(self.built_from["inputs"], _inputs(self.files, self.folders)))
-            manifest = {"built_from": built_from, "files": _digest_files(tmp), "factories": _describe_factories(dataset)}
+            built_from = dict(
+                self.built_from, inputs=_settled_inputs(self.built_from["inputs"], _inputs(self.files, self.folders))
+            )
+            manifest = {
+                "built_from": built_from,
+                "files": _digest_files(tmp),
+                "factories": _describe_factories(dataset),
+            }
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
             self._publish(tmp)
         except BaseException:
@@ -341,8 +350,8 @@ def _canonical(kwargs: Mapping[str, Any]) -> dict[str, str]:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..version import __version__
     from ..triples import _BINARY_FORMAT
+    from ..version import __version__
 
     try:
         pykeen_version = version("pykeen")
@@ -369,7 +378,9 @@ def _check_files(folder: pathlib.Path, expected: Any) -> str | None:
     if not isinstance(expected, dict) or not expected:
         return f"{MANIFEST_NAME} lists no files"
     present = {
-        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file() and path.name != MANIFEST_NAME
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != MANIFEST_NAME
     }
     missing = sorted(set(expected) - present)
     if missing:

@@ -519,7 +519,9 @@ class _Watchdog:
             _shutdown(sock)
         return sock
 
-    def connection_class(self, http_class: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+    def connection_class(
+        self, http_class: type[http.client.HTTPConnection]
+    ) -> Callable[..., http.client.HTTPConnection]:
         """Wrap an ``http.client`` connection class so that its sockets are watched."""
 
         def connection(*args: object, **kwargs: object) -> http.client.HTTPConnection:

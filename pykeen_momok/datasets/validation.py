@@ -67,9 +67,7 @@ def honest_splits(training, validation, testing, choice: str, heldout_size: int,
         if not keep.any():
             raise ValueError("validation='disjoint': every published validation triple is a training or test triple")
         kept = validation.mapped_triples[torch.as_tensor(keep)]
-        description = (
-            f"the {int(keep.sum())} published validation triples that are neither training nor test triples"
-        )
+        description = f"the {int(keep.sum())} published validation triples that are neither training nor test triples"
         return training, validation.clone_and_exchange_triples(kept), description
     num = training.num_triples
     if not 0 < heldout_size < num:

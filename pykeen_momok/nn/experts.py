@@ -114,9 +114,7 @@ class ModalityExperts(nn.Module):
         """
         if self.training and self.expert_dropout > 0.0:
             # independent dropout mask per expert, as with one nn.Dropout per expert in the reference
-            xk = F.dropout(
-                x.unsqueeze(1).expand(-1, self.num_experts, -1), p=self.expert_dropout, training=True
-            )
+            xk = F.dropout(x.unsqueeze(1).expand(-1, self.num_experts, -1), p=self.expert_dropout, training=True)
             return torch.einsum("nki,koi->nko", xk - self.bias, self.weight)
         # W_i (x - b_i) = W_i x - W_i b_i: one GEMM for all experts, the bias term is (K, d) only
         out = torch.einsum("ni,koi->nko", x, self.weight)
@@ -141,9 +139,7 @@ class ModalityExperts(nn.Module):
             logits = logits / temperature
         return torch.softmax(logits, dim=-1)
 
-    def forward(
-        self, x: torch.Tensor, temperature: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, temperature: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix the experts.
 
         :param x: modality input, shape ``(n, d)``

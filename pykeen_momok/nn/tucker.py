@@ -249,7 +249,10 @@ def _segments(index: torch.Tensor, num_groups: int):
 
 
 def _blocks(num: int, chunk_size: int, chunks_per_block: int):
-    """Yield ``(lo, hi, chunks)``: blocks of whole mask chunks, ``chunks`` as ``(index, lo, hi)`` within ``[lo, hi)``."""
+    """Yield ``(lo, hi, chunks)``: blocks of whole mask chunks.
+
+    ``chunks`` holds ``(index, lo, hi)`` within ``[lo, hi)``.
+    """
     chunks = list(_chunks(num, chunk_size))
     for i in range(0, len(chunks), chunks_per_block):
         part = chunks[i : i + chunks_per_block]
@@ -316,7 +319,9 @@ def core_dropout_masks(
         masks = _triton_module().triton_core_dropout_masks(seed, num_queries, dim, threshold - _INT16_MIN, device)
         return masks[start : start + count]
     if path != "torch":
-        raise ValueError(f"core_dropout_masks: path must be 'torch' or 'triton' (the path that drew them), got {path!r}")
+        raise ValueError(
+            f"core_dropout_masks: path must be 'torch' or 'triton' (the path that drew them), got {path!r}"
+        )
     generator = torch.Generator(device=device)
     parts = []
     for index, lo, hi in _chunks(num_queries, chunk_size):
@@ -813,9 +818,7 @@ class TuckerHead(nn.Module):
             else:
                 unique_r = relation_weights.index_select(0, ids)
         if per_query:
-            z, drawn_by = _fused_core_contraction_per_query(
-                x, r, self.core, p, self.training, seed, chunk, None, path
-            )
+            z, drawn_by = _fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk, None, path)
         else:
             matrices = torch.mm(unique_r, self.core.view(d_r, d * d)).view(-1, d, d)
             z, drawn_by = _fused_core_contraction(x, matrices, index, p, self.training, seed, chunk, path)
