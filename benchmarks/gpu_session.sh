@@ -140,7 +140,7 @@ else
 fi
 step tucker_kernels 150 "$PY" benchmarks/tucker_kernels.py --device "$DEVICE" "${kernel_args[@]}" \
     --out "$RESULTS/tucker_kernels.json"
-step train_epoch 240 "$PY" benchmarks/train_epoch.py --device "$DEVICE" --dataset-dir "$DATA" "${train_args[@]}" \
+step train_epoch 240 env PYKEEN_MOMOK_TUCKER_PATH=auto "$PY" benchmarks/train_epoch.py --device "$DEVICE" --dataset-dir "$DATA" "${train_args[@]}" \
     --out "$RESULTS/train_epoch.json"
 for config in "${profile_configs[@]}"; do  # last: the least needed if the budget runs short
     step "profile $config" 90 "$PY" benchmarks/profile_step.py --device "$DEVICE" --config "$config" \

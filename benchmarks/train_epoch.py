@@ -10,8 +10,8 @@ plus one fresh child process per configuration for its peak memory::
 Configurations (``--configs``; all share the data, MoMoK's two paths share one set of weights):
 
 - ``momok@B``: MoMoK as shipped (fused core contraction, candidate recomputation), batch ``B``, its Tucker heads
-  on the process-wide core contraction path (``"auto"`` unless ``PYKEEN_MOMOK_TUCKER_PATH`` says otherwise: the
-  PyTorch path on CPU, the faster of PyTorch and Triton on CUDA, timed once per shape);
+  on the process-wide core contraction path (``"torch"`` unless ``PYKEEN_MOMOK_TUCKER_PATH`` says otherwise; with
+  ``auto``: the PyTorch path on CPU, the faster of PyTorch and Triton on CUDA, timed once per shape);
 - ``momok-torch@B`` / ``momok-triton@B``: the same with the masked core contraction pinned to the PyTorch
   chunked path / the Triton kernels (``nn/tucker_triton.py``; CUDA, or CPU under ``TRITON_INTERPRET=1``);
 - ``per-query@B``: the same model switched to the reference's way (``fused=False``: one ``d x d`` matrix per

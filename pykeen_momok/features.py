@@ -21,7 +21,7 @@ import logging
 import os
 import pathlib
 import re
-import tempfile
+import secrets
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
@@ -283,9 +283,15 @@ def atomic_write(path: PathLike, *, suffix: str = ".tmp") -> Iterator[pathlib.Pa
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    tmp = pathlib.Path(name)
+    # not tempfile.mkstemp: it creates the file readable by its owner only, and the published file would keep that
+    # mode; created with 0o666 the umask applies, as for a file opened with open()
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
     try:
         yield tmp
         os.replace(tmp, path)

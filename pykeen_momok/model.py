@@ -234,7 +234,7 @@ class MoMoK(ERModel):
             training: ``"torch"`` (PyTorch), ``"triton"`` (the fused Triton kernels, CUDA, or on CPU with
             ``TRITON_INTERPRET=1``), ``"auto"`` (the faster of the two, timed once per shape; always ``"torch"`` off
             CUDA); ``None``: the process-wide setting (:func:`~pykeen_momok.nn.tucker.set_core_contraction_path`,
-            else ``$PYKEEN_MOMOK_TUCKER_PATH``, else ``"auto"``). Set it explicitly for reproducible masks on a GPU.
+            else ``$PYKEEN_MOMOK_TUCKER_PATH``, else ``"torch"``). Set it explicitly for reproducible masks on a GPU.
         :param kwargs: passed to :class:`~pykeen.models.ERModel` (``loss``, ``random_seed``, ...)
         :raises ValueError: for a parameter outside its range (the message states the range), without inverse
             triples, or for unknown modality names or adapters

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -123,6 +125,21 @@ def test_atomic_write_puts_the_whole_file_in_place_or_nothing(tmp_path: pathlib.
         raise ValueError("checksum mismatch")
     np.testing.assert_array_equal(np.load(path), np.ones(3))  # the old file, untouched
     assert sorted(p.name for p in path.parent.iterdir()) == ["vectors.npy"]  # no temporary file left
+
+
+def test_atomic_write_gives_the_file_the_mode_open_would(tmp_path: pathlib.Path) -> None:
+    """Regression: tempfile.mkstemp made every published file (downloads, caches) readable by its owner only."""
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "shared.txt") as tmp:
+            tmp.write_text("x")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == stat.S_IMODE(
+        (tmp_path / "plain.txt").stat().st_mode
+    )
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o644
 
 
 def test_load_h5(tmp_path: pathlib.Path) -> None:

@@ -299,7 +299,9 @@ def test_model_on_the_triton_path_equals_per_query_with_the_same_masks(device, t
 
 
 def test_path_setting_order_and_validation(monkeypatch):
-    assert get_core_contraction_path() == "auto"
+    monkeypatch.delenv(tucker.CORE_CONTRACTION_PATH_ENV, raising=False)
+    # the kernels have not run on a GPU yet: nothing takes them unless asked
+    assert get_core_contraction_path() == "torch"
     monkeypatch.setenv(tucker.CORE_CONTRACTION_PATH_ENV, "torch")
     assert get_core_contraction_path() == "torch"
     set_core_contraction_path("triton")
@@ -321,8 +323,7 @@ def test_path_setting_order_and_validation(monkeypatch):
 def test_auto_takes_torch_on_cpu_without_timing():
     """Even where the interpreter could run the kernels, "auto" never takes them on CPU (and times nothing)."""
     x, rel, W, ids = _problem(torch.float64, B=6, d=8)
-    head = TuckerHead(8, W.shape[0]).double().train()
-    assert head.contraction_path is None and get_core_contraction_path() == "auto"
+    head = TuckerHead(8, W.shape[0], contraction_path="auto").double().train()
     head(x, ids, rel)
     assert head.last_core_path == "torch"
     assert core_contraction_choices() == {}

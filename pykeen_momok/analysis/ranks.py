@@ -116,6 +116,9 @@ def head_ranks(
                 batch = triples[start : start + batch_size]
                 relations = _internals.model_relation_ids(model, batch[:, 1], inverse=side == "head")
                 probabilities = torch.sigmoid(_internals.head_logits(model, batch[:, given_column], relations))
+                # heads rank by their probabilities, as the decision does: candidates with the same feature row (the
+                # fill row of absent entities) then tie exactly, where their logits differ by GEMM rounding; the
+                # price: float32's sigmoid is 1.0 above a logit of ~16.6, so such candidates tie too
                 scores = torch.cat([probabilities, probabilities.mean(dim=0, keepdim=True)])  # (H + 1, B, E)
                 # PyKEEN's filtered ranking (pykeen.evaluation.evaluator._evaluate_batch): other positives -> NaN
                 positive_filter, _ = create_sparse_positive_filter_(

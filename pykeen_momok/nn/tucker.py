@@ -45,10 +45,11 @@ reproducible gradients there need :func:`torch.use_deterministic_algorithms`.
 Paths. The masked distinct-relation contraction (training with core dropout) has two implementations: ``"torch"``,
 the chunked PyTorch one above, and ``"triton"``, the kernels of :mod:`pykeen_momok.nn.tucker_triton` (masks drawn
 from Triton's Philox inside the contraction; same dropout rate, scale and placement, other random bits; no atomics).
-``"auto"`` (the default) takes ``"torch"`` on every device but CUDA; on CUDA with triton installed it times both
+``"torch"`` is the default: the Triton kernels have not yet run on a GPU (only in Triton's interpreter and
+compiled without one), so nothing takes them unless asked. ``"auto"`` takes ``"torch"`` on every device but CUDA; on CUDA with triton installed it times both
 once per ``(contraction, device, dtype, B, d)`` on first use (fixed seeds, the global RNG untouched) and keeps the
 faster (:func:`core_contraction_choices`). The setting: :func:`set_core_contraction_path`, else the environment
-variable ``PYKEEN_MOMOK_TUCKER_PATH``, else ``"auto"``; a :class:`TuckerHead` may override it (``contraction_path=``).
+variable ``PYKEEN_MOMOK_TUCKER_PATH``, else ``"torch"``; a :class:`TuckerHead` may override it (``contraction_path=``).
 The per-query contraction (relation vectors per query: the joint head) has the same two paths and its own
 ``"auto"`` choice; its Triton kernels rebuild the tiles of ``r_b W`` they need with ``tl.dot``. Evaluation and a
 core dropout of 0 always take the PyTorch code (no per-query masks, so per-relation GEMMs).
@@ -122,18 +123,21 @@ def set_core_contraction_path(path: str | None) -> None:
     """Set the process-wide core contraction path of the Tucker heads (those without their own ``contraction_path``).
 
     :param path: ``"auto"``, ``"torch"`` or ``"triton"``; ``None`` goes back to :data:`CORE_CONTRACTION_PATH_ENV`
-        (or ``"auto"`` where it is unset)
+        (or ``"torch"`` where it is unset)
     """
     global _path_setting
     _path_setting = None if path is None else _checked_path(path, "set_core_contraction_path")
 
 
 def get_core_contraction_path() -> str:
-    """The process-wide path: :func:`set_core_contraction_path`'s, else ``$PYKEEN_MOMOK_TUCKER_PATH``'s, else auto."""
+    """The process-wide path: :func:`set_core_contraction_path`'s, else ``$PYKEEN_MOMOK_TUCKER_PATH``'s, else torch.
+
+    ``"torch"`` until the Triton kernels have been checked on a GPU: ``"auto"`` would pick them by speed alone.
+    """
     if _path_setting is not None:
         return _path_setting
     value = os.environ.get(CORE_CONTRACTION_PATH_ENV, "").strip()
-    return _checked_path(value, f"environment variable {CORE_CONTRACTION_PATH_ENV}") if value else "auto"
+    return _checked_path(value, f"environment variable {CORE_CONTRACTION_PATH_ENV}") if value else "torch"
 
 
 def core_contraction_choices(clear: bool = False) -> dict[tuple[str, str, str, int, int], tuple[str, dict[str, float]]]:
