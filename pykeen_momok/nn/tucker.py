@@ -45,11 +45,12 @@ reproducible gradients there need :func:`torch.use_deterministic_algorithms`.
 Paths. The masked distinct-relation contraction (training with core dropout) has two implementations: ``"torch"``,
 the chunked PyTorch one above, and ``"triton"``, the kernels of :mod:`pykeen_momok.nn.tucker_triton` (masks drawn
 from Triton's Philox inside the contraction; same dropout rate, scale and placement, other random bits; no atomics).
-``"torch"`` is the default: the Triton kernels have not yet run on a GPU (only in Triton's interpreter and
-compiled without one), so nothing takes them unless asked. ``"auto"`` takes ``"torch"`` on every device but CUDA;
-on CUDA with triton installed it times both once per ``(contraction, device, dtype, B, d)`` on first use (fixed
-seeds, the global RNG untouched) and keeps the faster (:func:`core_contraction_choices`). The setting: :func:`set_core_contraction_path`, else the environment
-variable ``PYKEEN_MOMOK_TUCKER_PATH``, else ``"torch"``; a :class:`TuckerHead` may override it (``contraction_path=``).
+``"torch"`` is the default: the Triton kernels have not yet run on a GPU (only in Triton's interpreter and compiled
+without one), so nothing takes them unless asked. ``"auto"`` takes ``"torch"`` on every device but CUDA; on CUDA with
+triton installed it times both once per ``(contraction, device, dtype, B, d)`` on first use (fixed seeds, the global
+RNG untouched) and keeps the faster (:func:`core_contraction_choices`). The setting:
+:func:`set_core_contraction_path`, else the environment variable ``PYKEEN_MOMOK_TUCKER_PATH``, else ``"torch"``; a
+:class:`TuckerHead` may override it (``contraction_path=``).
 The per-query contraction (relation vectors per query: the joint head) has the same two paths and its own
 ``"auto"`` choice; its Triton kernels rebuild the tiles of ``r_b W`` they need with ``tl.dot``. Evaluation and a
 core dropout of 0 always take the PyTorch code (no per-query masks, so per-relation GEMMs).
