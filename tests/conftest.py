@@ -12,6 +12,11 @@ os.environ.setdefault("PYKEEN_HOME", _HOME)
 os.environ.setdefault("PYSTOW_HOME", _HOME)
 # Busy-waiting OpenMP threads slow torch by orders of magnitude when another process shares the cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Triton runs its kernels on CPU tensors only under its interpreter, chosen when triton is first imported, and
+# other test modules import it early (pytorch-lightning, sentence-transformers, torch._dynamo): switch the
+# interpreter on before any of them where there is no NVIDIA GPU, or tests/test_nn_tucker_triton.py would skip.
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
