@@ -433,9 +433,8 @@ class MoMoK(ERModel):
             warnings.warn(
                 "MoMoK is being trained through PyKEEN's generic scoring path (ERModel.score_h / score_r / "
                 "forward, e.g. LCWATrainingLoop(target='head')): its queries carry no entity ids, so the "
-                "mutual-information term "
-                "(mi_weight) is left out of these steps. The paper trains tails only, heads through inverse "
-                "relations (target='tail', the default).",
+                "mutual-information term (mi_weight) is left out of these steps. The paper trains tails only, heads "
+                "through inverse relations (target='tail', the default).",
                 stacklevel=2,
             )
         return self._scores(head_logits)

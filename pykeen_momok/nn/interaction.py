@@ -35,9 +35,9 @@ def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     :return: ``first`` ``(U,)``, the index of each distinct row's first occurrence, and ``index`` ``(Q,)`` with
         ``rows[first][index] == rows``; ``rows[first]`` keeps the gradient path (``torch.unique`` has none)
     """
-    _, index = torch.unique(rows.detach(), dim=0, return_inverse=True)
+    distinct, index = torch.unique(rows.detach(), dim=0, return_inverse=True)
     positions = torch.arange(rows.shape[0], device=rows.device)
-    first = positions.new_full((int(index.max()) + 1 if index.numel() else 0,), rows.shape[0])
+    first = positions.new_full((distinct.shape[0],), rows.shape[0])
     return first.scatter_reduce_(0, index, positions, reduce="amin"), index
 
 
