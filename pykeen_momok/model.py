@@ -25,18 +25,24 @@ from torch.utils.checkpoint import checkpoint
 from .losses import HeadLogitsRecord, MoMoKLoss
 from .nn.adapters import FeatureTableInitializer, LinearAdapter, ModalityAdapter, PoolingAdapter
 from .nn.experts import EXPERT_INITS
-from .nn.interaction import MoMoKInteraction
+from .nn.interaction import AUTOCAST_DTYPES, MoMoKInteraction, full_precision
 from .nn.tucker import autocast_state
 from .training import MutualInformationTerm
 from .triples import MultiModalTriplesFactory
 
-__all__ = ["FeatureTableInitializer", "MoMoK", "RECOMMENDED_PIPELINE_KWARGS"]
+__all__ = ["FeatureTableInitializer", "MoMoK", "RECOMMENDED_PIPELINE_KWARGS", "RELATION_MATRICES"]
 
 logger = logging.getLogger(__name__)
 
 #: What ``pipeline()`` needs besides model and dataset to train MoMoK as the paper does (PyKEEN 1.11.1's
 #: ``pipeline()`` ignores ``loss_default`` and defaults to sLCWA).
 RECOMMENDED_PIPELINE_KWARGS: Mapping[str, Any] = dict(loss="MoMoKLoss", training_loop="lcwa")
+
+#: which relations' core matrices ``r W`` a batch builds, ``MoMoK(relation_matrices=...)``: ``"batch"`` its
+#: distinct relations (found with ``torch.unique``, which waits for the device), ``"all"`` every relation (no
+#: wait, more matrices where a batch uses few relations), ``"auto"`` "all" on CUDA when there are no more
+#: relations than queries in the batch, else "batch". The scores are the same either way.
+RELATION_MATRICES = ("auto", "batch", "all")
 
 _HINT = (
     "For the paper's objective call pipeline(model='MoMoK', dataset=..., loss='MoMoKLoss', training_loop='lcwa') "
@@ -71,6 +77,8 @@ def _check_parameters(
     fusion_heads: Any,
     gating_noise_epsilon: Any,
     expert_init: Any,
+    relation_matrices: Any,
+    autocast_dtype: Any,
     flags: Mapping[str, Any],
 ) -> None:
     """Check MoMoK's hyperparameters before anything is built (a bad one would otherwise fail late, or never).
@@ -106,6 +114,14 @@ def _check_parameters(
         )
     if expert_init not in EXPERT_INITS:
         raise ValueError(f"expert_init must be one of {EXPERT_INITS}, got {expert_init!r}")
+    if relation_matrices not in RELATION_MATRICES:
+        raise ValueError(f"relation_matrices must be one of {RELATION_MATRICES}, got {relation_matrices!r}")
+    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"autocast_dtype must be None (float32, the reference) or one of {sorted(AUTOCAST_DTYPES)}, got "
+            f"{autocast_dtype!r}; float16 is not offered: it needs a gradient scaler, which PyKEEN's training loops "
+            "do not have"
+        )
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -190,6 +206,8 @@ class MoMoK(ERModel):
         fused: bool = True,
         recompute_candidates: bool = True,
         core_contraction_path: str | None = None,
+        relation_matrices: str = "auto",
+        autocast_dtype: str | None = None,
         **kwargs,
     ) -> None:
         r"""Initialize the model.
@@ -235,6 +253,13 @@ class MoMoK(ERModel):
             ``TRITON_INTERPRET=1``), ``"auto"`` (the faster of the two, timed once per shape; always ``"torch"`` off
             CUDA); ``None``: the process-wide setting (:func:`~pykeen_momok.nn.tucker.set_core_contraction_path`,
             else ``$PYKEEN_MOMOK_TUCKER_PATH``, else ``"torch"``). Set it explicitly for reproducible masks on a GPU.
+        :param relation_matrices: which relations' core matrices a batch builds: ``"batch"`` (its distinct
+            relations), ``"all"`` (every relation: no ``torch.unique``, so the step does not wait for the device),
+            ``"auto"`` (default: ``"all"`` on CUDA when the graph has no more relations than a batch has queries,
+            else ``"batch"``); see :data:`RELATION_MATRICES`. Scores, masks and gradients are the same.
+        :param autocast_dtype: ``"bfloat16"``: training forwards under bfloat16 autocast (a training-recipe
+            option, not the paper's: float32 master weights, float32 logits into the loss, the CLUB penalty and
+            evaluation in float32); ``None`` (default): float32 throughout, as the reference
         :param kwargs: passed to :class:`~pykeen.models.ERModel` (``loss``, ``random_seed``, ...)
         :raises ValueError: for a parameter outside its range (the message states the range), without inverse
             triples, or for unknown modality names or adapters
@@ -254,6 +279,8 @@ class MoMoK(ERModel):
             fusion_heads=fusion_heads,
             gating_noise_epsilon=gating_noise_epsilon,
             expert_init=expert_init,
+            relation_matrices=relation_matrices,
+            autocast_dtype=autocast_dtype,
             flags=dict(
                 normalize_features=normalize_features,
                 trainable_features=trainable_features,
@@ -323,6 +350,7 @@ class MoMoK(ERModel):
                 hidden_dropout=hidden_dropout,
                 fused=fused,
                 core_contraction_path=core_contraction_path,
+                autocast_dtype=autocast_dtype,
             ),
             entity_representations=[Embedding, *feature_representations],
             entity_representations_kwargs=[dict(shape=embedding_dim, initializer=nn.init.xavier_normal_)]
@@ -339,6 +367,7 @@ class MoMoK(ERModel):
             dims=self.interaction.dims, weight=mi_weight, lr=mi_estimator_lr, hidden_dim=mi_hidden_dim
         )
         self.recompute_candidates = recompute_candidates
+        self.relation_matrices = relation_matrices
         self._candidate_cache: tuple[tuple, list[torch.Tensor]] | None = None
         self._warned_slcwa = False
         #: the per-head logits of the latest training forwards, for a MoMoKLoss (see :meth:`_scores`)
@@ -378,13 +407,22 @@ class MoMoK(ERModel):
         return self.interaction.expert_outputs([rep(indices=entities) for rep in self.entity_representations])
 
     # -- scoring ---------------------------------------------------------------------------------------------
+    def _all_relation_matrices(self, relations: torch.Tensor) -> bool:
+        """Whether a batch with these relation ids builds every relation's core matrix (see ``relation_matrices``)."""
+        if self.relation_matrices == "auto":
+            return relations.device.type == "cuda" and self.num_relations <= relations.shape[0]
+        return self.relation_matrices == "all"
+
     def _queries(self, heads: torch.Tensor, relations: torch.Tensor) -> list[torch.Tensor]:
         """Query vectors per head, shape ``(B, d_head)``, for head entity and relation ids ``(B,)``."""
-        unique, index = torch.unique(relations, return_inverse=True)
+        if self._all_relation_matrices(relations):
+            rows, index = None, relations  # every relation's rows: nothing waits for the device
+        else:
+            rows, index = torch.unique(relations, return_inverse=True)
         z, expert_outputs = self.interaction.queries(
             [rep(indices=heads) for rep in self.entity_representations],
             self.relation_representations[0](indices=relations),
-            [rep(indices=unique) for rep in self.relation_representations[1:]],
+            [rep(indices=rows) for rep in self.relation_representations[1:]],
             index,
         )
         if self.training and self.mutual_information.weight:
@@ -420,6 +458,7 @@ class MoMoK(ERModel):
         recorded for the loss, which is (re)pointed at this model's record here, so that a loss set after
         construction (``model.loss = ...``) works too. Any other loss gets the mean logit and nothing is kept.
         """
+        head_logits = full_precision(head_logits)
         loss = self.loss
         if self.training and isinstance(loss, MoMoKLoss):
             loss.head_logits_source = self.head_logits_record
@@ -447,20 +486,22 @@ class MoMoK(ERModel):
                 f"every entity per query (1-N, training_loop='lcwa'). {_HINT}",
                 stacklevel=2,
             )
-        z = self._queries(hrt_batch[:, 0], hrt_batch[:, 1])
-        logits = self.interaction.pair_logits(z, self._candidates(hrt_batch[:, 2]))
+        with self.interaction.autocast(self.device.type):
+            z = self._queries(hrt_batch[:, 0], hrt_batch[:, 1])
+            logits = self.interaction.pair_logits(z, self._candidates(hrt_batch[:, 2]))
         return self._scores(logits.unsqueeze(-1))
 
     def score_t(self, hr_batch: torch.Tensor, *, slice_size=None, mode=None, tails=None) -> torch.Tensor:  # noqa: D102
         # slice_size is accepted for API compatibility: scoring is a matrix product, with no broadcast to slice
-        z = self._queries(hr_batch[:, 0], hr_batch[:, 1])
-        if (tails is None or tails.ndimension() == 1) and not self.training and not torch.is_grad_enabled():
-            # evaluation: the joint decision accumulated head by head, without the (H, B, N) logits
-            return self.interaction.decision_scores(z, self._candidates(tails))
-        if tails is None or tails.ndimension() == 1:
-            logits = self.interaction.head_logits(z, self._candidates(tails))
-        else:  # per-query candidate lists, shape (B, N)
-            logits = torch.stack(
-                [torch.einsum("bd,bnd->bn", zi, ci[tails]) for zi, ci in zip(z, self._candidates(), strict=True)]
-            )
+        with self.interaction.autocast(self.device.type):  # a no-op in evaluation
+            z = self._queries(hr_batch[:, 0], hr_batch[:, 1])
+            if (tails is None or tails.ndimension() == 1) and not self.training and not torch.is_grad_enabled():
+                # evaluation: the joint decision accumulated head by head, without the (H, B, N) logits
+                return self.interaction.decision_scores(z, self._candidates(tails))
+            if tails is None or tails.ndimension() == 1:
+                logits = self.interaction.head_logits(z, self._candidates(tails))
+            else:  # per-query candidate lists, shape (B, N)
+                logits = torch.stack(
+                    [torch.einsum("bd,bnd->bn", zi, ci[tails]) for zi, ci in zip(z, self._candidates(), strict=True)]
+                )
         return self._scores(logits)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .nn.club import ExpertMIRegularizer
+from .nn.tucker import autocast_disabled
 
 __all__ = ["MutualInformationTerm"]
 
@@ -47,8 +48,14 @@ class MutualInformationTerm(nn.Module):
         self._queries: list[torch.Tensor] = []
 
     def record(self, expert_outputs: Sequence[torch.Tensor], query_entities: torch.Tensor) -> None:
-        """Remember one forward pass: its penalty (with gradient) and its query entities."""
-        self._penalties.append(self.estimator(list(expert_outputs)))
+        """Remember one forward pass: its penalty (with gradient) and its query entities.
+
+        The penalty is computed in the estimator's dtype, also under a caller's autocast (a difference of
+        log-likelihoods, which 16-bit floats would round away).
+        """
+        dtype = next(self.estimator.parameters()).dtype
+        with autocast_disabled(query_entities.device.type):
+            self._penalties.append(self.estimator([o.to(dtype) for o in expert_outputs]))
         self._queries.append(query_entities.detach())
 
     def collect(self) -> torch.Tensor | float:
@@ -59,12 +66,15 @@ class MutualInformationTerm(nn.Module):
         self._penalties.clear()
         return self.weight * penalty
 
-    def estimator_step(self, expert_outputs_of: Callable[[torch.Tensor], Sequence[torch.Tensor]]) -> float | None:
+    def estimator_step(
+        self, expert_outputs_of: Callable[[torch.Tensor], Sequence[torch.Tensor]]
+    ) -> torch.Tensor | None:
         """Take one estimator step on the remembered query entities, then forget them.
 
         :param expert_outputs_of: maps entity ids ``(n,)`` to the experts' outputs per base modality
             ``(n, K, d_m)``; called under ``torch.no_grad()``, so the model cannot receive gradients
-        :return: the estimator's loss, or ``None`` when there was nothing to learn from
+        :return: the estimator's loss (a detached scalar tensor on the model's device), or ``None`` when there was
+            nothing to learn from
         """
         self._penalties.clear()
         if not self._queries:
@@ -80,7 +90,7 @@ class MutualInformationTerm(nn.Module):
             self.optimizer.step()
         # the main loss also leaves gradients on the estimator; they must not leak into later steps
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.detach()  # not .item(): that would make every training step wait for the device
 
     def get_extra_state(self) -> Any:  # noqa: D102
         return {"optimizer": self.optimizer.state_dict()}

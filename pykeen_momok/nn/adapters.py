@@ -249,7 +249,9 @@ class ModalityAdapter(nn.Module):
         )
         if self.is_identity:
             return base
-        return TransformedRepresentation(transformation=self, base=base)
+        # unique=False: PyKEEN would otherwise call torch.unique on every lookup's ids (it infers unique=True for a
+        # transformed representation), and on a GPU that waits for the device; the adapter is cheap per row
+        return TransformedRepresentation(transformation=self, base=base, unique=False)
 
 
 class PoolingAdapter(ModalityAdapter):

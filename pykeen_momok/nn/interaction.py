@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -12,7 +13,11 @@ from .experts import ModalityExperts
 from .fusion import ModalityFusion
 from .tucker import TuckerHead
 
-__all__ = ["MoMoKInteraction", "joint_decision"]
+__all__ = ["AUTOCAST_DTYPES", "MoMoKInteraction", "full_precision", "joint_decision"]
+
+#: the dtypes a training forward may autocast to (``MoMoKInteraction(autocast_dtype=...)``), by name. Not float16:
+#: it needs a gradient scaler, which PyKEEN's training loops do not have.
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16}
 
 
 def joint_decision(head_logits: torch.Tensor) -> torch.Tensor:
@@ -27,6 +32,11 @@ def joint_decision(head_logits: torch.Tensor) -> torch.Tensor:
 #: shape letters of the non-structural modalities' working vectors (``d`` is the structure's and the joint
 #: dimension, ``r`` the per-modality relation dimension, ``s`` the size-1 temperature logit)
 MODALITY_SHAPE_LETTERS = "efghijklmnopquvwxyzabc"
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 if autocast gave it a 16-bit float dtype (losses and ranks want float32), else as it is."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +120,7 @@ class MoMoKInteraction(Interaction):
         hidden_dropout: float = 0.5,
         fused: bool = True,
         core_contraction_path: str | None = None,
+        autocast_dtype: str | None = None,
     ) -> None:
         """Initialize the interaction.
 
@@ -129,9 +140,23 @@ class MoMoKInteraction(Interaction):
         :param fused: use the fused core contraction (``False``: the reference per-query way)
         :param core_contraction_path: ``"auto"``, ``"torch"`` or ``"triton"`` for every Tucker head's masked core
             contraction (see :mod:`pykeen_momok.nn.tucker`); ``None``: the process-wide setting
-        :raises ValueError: for more modalities than there are shape letters
+        :param autocast_dtype: ``"bfloat16"``: training forwards run under :func:`torch.autocast` to it (weights
+            stay float32, logits come out float32); ``None`` (default, the reference): float32 throughout.
+            Evaluation is always float32: bfloat16 keeps 8 significant bits, so near scores would tie in the ranks.
+        :raises ValueError: for more modalities than there are shape letters, or an unknown ``autocast_dtype``
         """
         super().__init__()
+        if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
+            raise ValueError(
+                f"autocast_dtype must be None (float32) or one of {sorted(AUTOCAST_DTYPES)}, got {autocast_dtype!r}"
+                + (
+                    " (float16 needs a gradient scaler, which PyKEEN's training loops do not have)"
+                    if autocast_dtype in ("float16", "fp16", "half", torch.float16)
+                    else ""
+                )
+            )
+        #: the training forwards' autocast dtype, or None for float32 (see :meth:`autocast`)
+        self.autocast_dtype = None if autocast_dtype is None else AUTOCAST_DTYPES[autocast_dtype]
         if len(modality_dims) > len(MODALITY_SHAPE_LETTERS):
             raise ValueError(f"at most {len(MODALITY_SHAPE_LETTERS)} feature modalities, got {len(modality_dims)}")
         self.dims = [entity_dim, *modality_dims]
@@ -164,6 +189,12 @@ class MoMoKInteraction(Interaction):
                 [relation_dim] * len(self.dims), entity_dim, num_heads=fusion_heads, dropout=fusion_dropout
             )
             self.joint_head = TuckerHead(entity_dim, entity_dim, **tucker)
+
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        """:func:`torch.autocast` to :attr:`autocast_dtype` in training; a no-op without one and in evaluation."""
+        if self.autocast_dtype is None or not self.training:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
 
     @property
     def num_heads(self) -> int:
@@ -286,5 +317,6 @@ class MoMoKInteraction(Interaction):
             # evaluation: the joint decision accumulated head by head, without the (H, *prefix) logits
             pairs = self._query_candidate_pairs(h, r, t)
             return _accumulated_decision(torch.einsum("...d,...d->...", z, c) for z, c in pairs)
-        logits = self.score_heads(h, r, t)
+        with self.autocast(r[0].device.type):
+            logits = full_precision(self.score_heads(h, r, t))
         return self.combine(logits) if self.logits_sink is None else self.logits_sink(logits)

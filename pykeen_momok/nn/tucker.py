@@ -73,6 +73,7 @@ __all__ = [
     "CORE_CONTRACTION_PATHS",
     "CORE_CONTRACTION_PATH_ENV",
     "TuckerHead",
+    "autocast_disabled",
     "autocast_state",
     "core_contraction_choices",
     "get_core_contraction_path",
@@ -274,18 +275,30 @@ def autocast_state(device_type: str) -> tuple[bool, torch.dtype | None]:
     return False, None
 
 
-def _autocast_disabled(device_type: str):
-    """A context without autocast on ``device_type`` (a no-op where autocast is off or unknown there)."""
+def autocast_disabled(device_type: str):
+    """A context without autocast on ``device_type`` (a no-op where autocast is off or unknown there).
+
+    For code that must run in its inputs' dtype under a caller's autocast (the contractions here, their backward
+    passes, the CLUB estimator's float32 penalty).
+    """
     if autocast_state(device_type)[0]:
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
 
 
-def _promoted(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    """The tensors in their promoted floating dtype (autocast may hand over a mix of bf16 and fp32)."""
+def _working_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors in the dtype a contraction runs in: autocast's where it is on, else their promoted one.
+
+    Under autocast the inputs arrive as a mix (a BatchNorm may keep float32 where a product gave bfloat16); the
+    contraction is the step's largest product, so it runs in autocast's dtype as ``torch.bmm`` would.
+    Float64 inputs stay float64 (autocast leaves them alone too).
+    """
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
+    on, autocast_dtype = autocast_state(tensors[0].device.type)
+    if on and dtype != torch.float64:
+        dtype = autocast_dtype
     return [t.to(dtype) for t in tensors]
 
 
@@ -376,7 +389,7 @@ class _DistinctCoreContraction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        with _autocast_disabled(grad_out.device.type):
+        with autocast_disabled(grad_out.device.type):
             return _DistinctCoreContraction._backward(ctx, grad_out)
 
     @staticmethod
@@ -458,7 +471,7 @@ class _PerQueryCoreContraction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        with _autocast_disabled(grad_out.device.type):
+        with autocast_disabled(grad_out.device.type):
             return _PerQueryCoreContraction._backward(ctx, grad_out)
 
     @staticmethod
@@ -564,8 +577,8 @@ def _fused_core_contraction(x, matrices, index, p, training, seed, chunk_size, p
         chunk_size = default_chunk_size(x.shape[-1], x.device)
     if threshold is not None and scale == 0.0:  # p = 1: everything dropped
         return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum()), None
-    with _autocast_disabled(x.device.type):  # the contraction runs in the inputs' promoted dtype
-        x, matrices = _promoted(x, matrices)
+    x, matrices = _working_dtype(x, matrices)  # read autocast's state before it is switched off
+    with autocast_disabled(x.device.type):
         if threshold is None:
             return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size), None
         if path == "auto":
@@ -693,8 +706,8 @@ def _fused_core_contraction_per_query(
     gemm_chunks = max(1, int(gemm_chunks))
     if threshold is not None and scale == 0.0:
         return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum()), None
-    with _autocast_disabled(x.device.type):  # the contraction runs in the inputs' promoted dtype
-        x, r, core = _promoted(x, r, core)
+    x, r, core = _working_dtype(x, r, core)  # read autocast's state before it is switched off
+    with autocast_disabled(x.device.type):
         if threshold is None:
             return _PerQueryCoreContraction.apply(x, r, core, seed_, threshold, scale, chunk_size, gemm_chunks), None
         if path == "auto":
@@ -717,8 +730,8 @@ class TuckerHead(nn.Module):
     :param fused: use the memory-saving fused contraction (default); ``False``: the reference's plain
         per-query way (``(B, d, d)`` tensor + ``nn.functional.dropout``), same maths, other random masks
     :param chunk_bytes: byte budget of a chunk (default per device type, :data:`DEFAULT_CHUNK_BYTES`)
-    :param max_relation_matrix_bytes: with relation ids, build the distinct matrices ``(U, d, d)`` only while
-        they take at most this many bytes; above, fall back to the per-query chunked path
+    :param max_relation_matrix_bytes: with relation ids, build the matrices ``(U, d, d)`` of the ``U`` relation rows
+        given only while they take at most this many bytes; above, fall back to the per-query chunked path
     :param contraction_path: ``"auto"``, ``"torch"`` or ``"triton"`` for the masked distinct-relation contraction
         (module docstring); ``None`` (default): the process-wide setting (:func:`get_core_contraction_path`) at
         each forward. Ignored with ``fused=False``.
@@ -791,7 +804,9 @@ class TuckerHead(nn.Module):
         """The core contraction with core dropout only: ``z_b = x_b @ core_drop((r_b W).view(d, d))``.
 
         :param x: shape ``(B, d)``
-        :param relation_ids: shape ``(B,)`` long, with ``relation_weights`` ``(R_all, d_r)``; or
+        :param relation_ids: shape ``(B,)`` long, rows of ``relation_weights`` ``(U, d_r)``: every row's matrix
+            ``r_u W`` is built (while the ``U`` matrices fit :attr:`max_relation_matrix_bytes`, else the per-query
+            path takes over), so pass the rows the batch uses, e.g. its distinct relations; or
         :param r: per-query relation vectors ``(B, d_r)``
         :return: shape ``(B, d)``
         """
@@ -816,12 +831,12 @@ class TuckerHead(nn.Module):
             per_query = torch.is_grad_enabled() and (r.requires_grad or x.requires_grad or self.core.requires_grad)
             if not per_query:  # inference: per-query rows usually repeat (one per relation); deduplicate them
                 unique_r, index = torch.unique(r, dim=0, return_inverse=True)
+        elif relation_weights.shape[0] * d * d * x.element_size() > self.max_relation_matrix_bytes:
+            r, per_query = relation_weights.index_select(0, relation_ids), True
         else:
-            ids, index = torch.unique(relation_ids, return_inverse=True)
-            if ids.numel() * d * d * x.element_size() > self.max_relation_matrix_bytes:
-                r, per_query = relation_weights.index_select(0, relation_ids), True
-            else:
-                unique_r = relation_weights.index_select(0, ids)
+            # a matrix for every row given: the caller passes the rows the batch needs (MoMoK: its distinct
+            # relations, or all of them), so nothing here waits for the device as torch.unique would
+            unique_r, index = relation_weights, relation_ids
         if per_query:
             z, drawn_by = _fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk, None, path)
         else:
@@ -842,7 +857,7 @@ class TuckerHead(nn.Module):
 
         :param e: the query entities' modality embeddings, shape ``(B, d)``
         :param relation_ids: shape ``(B,)`` long, indices into ``relation_weights``
-        :param relation_weights: the relation embedding table of this head, ``(R_all, d_r)``
+        :param relation_weights: the relation embeddings whose matrices to build, ``(U, d_r)`` (see :meth:`contract`)
         :param r: alternatively, per-query relation vectors ``(B, d_r)``
         :return: ``z``, shape ``(B, d)``; candidate scores are ``z @ cand.T``
         """

@@ -1,0 +1,197 @@
+"""A MoMoK training step asks nothing of the device's data on the host (issue 8, item 3).
+
+On a GPU, an operation whose result size or value the host needs (``torch.unique``, ``.item()``, ``.tolist()``,
+``nonzero``, ``bincount``...) makes the host wait until the queued kernels have run, so the next launches cannot
+overlap them. No GPU is needed to find such operations: every aten operation passes through a
+:class:`~torch.utils._python_dispatch.TorchDispatchMode`, on CPU as on CUDA, so the audit below records each
+data-dependent one with the innermost ``pykeen_momok`` frame that asked for it. ``.tolist()`` of a CPU tensor
+bypasses the dispatcher, so it is counted by wrapping :meth:`torch.Tensor.tolist`.
+
+What PyTorch and PyKEEN do themselves is not ours to change and is left out: PyKEEN's LCWA loop calls
+``torch.isfinite(loss)`` and ``loss.item()`` once per batch, and Adam reads its CPU step counters.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import pathlib
+import sys
+
+import pytest
+import torch
+from pykeen.training import LCWATrainingLoop
+from pykeen.triples.instances import LCWAInstances
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import pykeen_momok
+from pykeen_momok.datasets.synthetic import SyntheticMMKG
+from pykeen_momok.losses import MoMoKLoss
+from pykeen_momok.model import MoMoK
+
+PACKAGE = pathlib.Path(pykeen_momok.__file__).resolve().parent
+TORCH_OPTIM = pathlib.Path(torch.optim.__file__).resolve().parent
+
+#: aten operations whose output size or value depends on tensor data: on CUDA each waits for the device
+DATA_DEPENDENT = frozenset(
+    {
+        "aten::_local_scalar_dense",  # .item(), int(t), float(t), bool(t)
+        "aten::is_nonzero",
+        "aten::item",
+        "aten::equal",
+        "aten::nonzero",
+        "aten::nonzero_static",
+        "aten::_unique",
+        "aten::_unique2",
+        "aten::unique_dim",
+        "aten::unique_consecutive",
+        "aten::bincount",
+        "aten::masked_select",
+        "aten::repeat_interleave",
+    }
+)
+
+#: our host-side random draws on purpose: a base seed for the core dropout masks from the global CPU generator
+#: (``torch.randint`` without a device), the CLUB estimator's expert pairs from ``torch.randperm`` on the CPU
+HOST_SIDE = frozenset({"draw_core_seed", "_pairs"})
+
+
+def _our_frame() -> str | None:
+    """``file:function`` of the innermost frame in pykeen_momok, or None when the operation is not ours.
+
+    Operations inside :mod:`torch.optim` are PyTorch's (Adam reads its step counters, CPU tensors, with ``.item()``),
+    also when our code called the optimiser.
+    """
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = pathlib.Path(frame.f_code.co_filename)
+        if TORCH_OPTIM in path.parents:
+            return None
+        if PACKAGE in path.parents:
+            return f"{path.relative_to(PACKAGE.parent)}:{frame.f_code.co_name}"
+        frame = frame.f_back
+    return None
+
+
+class HostSyncAudit(TorchDispatchMode):
+    """Counts data-dependent operations by the pykeen_momok function that asked for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._tolist = torch.Tensor.tolist
+
+    def _note(self, operation: str) -> None:
+        site = _our_frame()
+        if site is not None and site.rsplit(":", 1)[1] not in HOST_SIDE:
+            self.sites[site, operation] += 1
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        if func._schema.name in DATA_DEPENDENT:
+            self._note(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+    def __enter__(self):  # noqa: D105
+        audit, tolist = self, self._tolist
+
+        def counted_tolist(tensor):
+            audit._note("Tensor.tolist")
+            return tolist(tensor)
+
+        torch.Tensor.tolist = counted_tolist
+        return super().__enter__()
+
+    def __exit__(self, *exc):  # noqa: D105
+        torch.Tensor.tolist = self._tolist
+        return super().__exit__(*exc)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """The synthetic multi-modal graph (image and text modalities, so a joint head too)."""
+    os.environ.setdefault("PYKEEN_HOME", "/tmp/pykeen-momok-tests")
+    return SyntheticMMKG()
+
+
+def _trained_step(dataset, audit: HostSyncAudit | None = None, steps: int = 2, **options) -> MoMoK:
+    """``steps`` LCWA training steps as PyKEEN's loop takes them; the last one under ``audit``."""
+    torch.manual_seed(0)
+    model = MoMoK(
+        triples_factory=dataset.training, loss=MoMoKLoss(), embedding_dim=16, relation_dim=8, random_seed=0, **options
+    )
+    optimizer = torch.optim.Adam(model.get_grad_params(), lr=1e-3)
+    loop = LCWATrainingLoop(model=model, triples_factory=dataset.training, optimizer=optimizer)
+    instances = LCWAInstances.from_triples_factory(dataset.training)
+    index = torch.arange(64)
+    batch = {
+        "pairs": torch.as_tensor(instances.pairs[index]),
+        "target": torch.as_tensor(instances.compressed[index.numpy()].toarray(), dtype=torch.float32),
+    }
+    model.train()
+    for step in range(steps):
+        with audit if audit is not None and step == steps - 1 else contextlib.nullcontext():
+            loss = loop._process_batch(batch, 0, 64, label_smoothing=0.0, slice_size=None)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.post_parameter_update()
+    return model
+
+
+def test_a_training_step_with_all_relation_matrices_never_waits_for_the_device(dataset):
+    """``relation_matrices="all"`` (what ``"auto"`` takes on CUDA): forward, loss, backward, Adam, CLUB step."""
+    audit = HostSyncAudit()
+    _trained_step(dataset, audit, relation_matrices="all")
+    assert not audit.sites, f"data-dependent operations in the training step: {dict(audit.sites)}"
+
+
+def test_the_audit_sees_the_batch_relations_unique(dataset):
+    """The same step with ``relation_matrices="batch"`` finds its one ``torch.unique`` (so the audit can fail)."""
+    audit = HostSyncAudit()
+    _trained_step(dataset, audit, relation_matrices="batch")
+    assert dict(audit.sites) == {("pykeen_momok/model.py:_queries", "aten::_unique2"): 1}
+
+
+def test_the_audit_counts_item_and_tolist_of_our_code(dataset, monkeypatch):
+    """``.item()`` and ``.tolist()`` called from pykeen_momok are recorded by function."""
+    from pykeen_momok import training
+
+    original = training.MutualInformationTerm.estimator_step
+
+    def with_item(self, expert_outputs_of):
+        loss = original(self, expert_outputs_of)
+        loss.item()
+        loss.reshape(1).tolist()
+        return loss
+
+    monkeypatch.setattr(training.MutualInformationTerm, "estimator_step", with_item)
+    audit = HostSyncAudit()
+    _trained_step(dataset, audit, relation_matrices="all")
+    assert dict(audit.sites) == {  # with_item is not ours: the innermost pykeen_momok frame is its caller
+        ("pykeen_momok/model.py:post_parameter_update", "aten::_local_scalar_dense"): 1,
+        ("pykeen_momok/model.py:post_parameter_update", "Tensor.tolist"): 1,
+    }
+
+
+def test_all_and_batch_relation_matrices_train_the_same(dataset):
+    """Building every relation's core matrix changes no score, mask or gradient (all dropouts on)."""
+    models = [_trained_step(dataset, steps=3, relation_matrices=choice) for choice in ("all", "batch")]
+    for (name, a), (_, b) in zip(models[0].state_dict().items(), models[1].state_dict().items(), strict=True):
+        if torch.is_tensor(a):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    hr = dataset.testing.mapped_triples[:32, :2]
+    with torch.no_grad():
+        scores = [model.eval().score_t(hr) for model in models]
+    torch.testing.assert_close(scores[0], scores[1], rtol=1e-5, atol=1e-6)
+
+
+def test_relation_matrices_choice(dataset):
+    """``"auto"`` takes every relation's matrix only on CUDA; bad values name the choices."""
+    model = MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, loss=MoMoKLoss())
+    relations = torch.zeros(model.num_relations, dtype=torch.long)
+    assert not model._all_relation_matrices(relations)  # CPU: torch.unique costs nothing to wait for
+    model.relation_matrices = "all"
+    assert model._all_relation_matrices(relations[:1])
+    with pytest.raises(ValueError, match=r"relation_matrices must be one of \('auto', 'batch', 'all'\)"):
+        MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, relation_matrices="some")
