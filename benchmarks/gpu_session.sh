@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# One GPU session in one run: install, CUDA tests, kernel timings, a profiled step, the epoch benchmark.
+# One GPU session in one run: install, CUDA tests, the epoch benchmark, the host-sync check, fp32 vs bf16 quality,
+# profiled steps, kernel timings.
 #
 #   bash benchmarks/gpu_session.sh prepare   # on a machine WITH the package index (the CPU dev machine):
 #                                            # wheels the GPU image lacks + the MKG-Y files -> .gpu_carry/ (git-ignored)
 #   bash benchmarks/gpu_session.sh           # on the GPU machine (carry .gpu_carry along): everything below -> $OUT
+#   STEPS="quality kernels" bash benchmarks/gpu_session.sh   # only these steps (e.g. a second call, what the first
+#                                            # did not reach; install is checked each time)
 #   DEVICE=cpu QUICK=1 bash benchmarks/gpu_session.sh   # a check of this script on CPU, tiny sizes (Triton interpreted)
 #
-# Written for one H200 slot of about 15 minutes, start-up included: the steps should take ~7 minutes there
-# (estimated, not yet measured); each has a time limit inside a total budget ($BUDGET_S, 540 s: a lease runs one
-# command for 10 minutes at most), results are packed after every step, and the least needed steps run last. GPU machines here reach no
+# Written for one H200 slot of about 15 minutes, start-up included (estimated, not yet measured: no GPU has run it);
+# each step has a time limit inside a total budget ($BUDGET_S, 540 s: a lease runs one command for 10 minutes at
+# most), results are packed after every step, and the steps run in the order of need ($STEPS): tests,
+# train_epoch (the issue's table), sync_check, quality (fp32 vs bf16 MRR, epochs timed with evaluation), profiles,
+# kernels (tile sweep). GPU machines here reach no
 # package index, so `prepare` downloads, on the dev machine, PyKEEN and the dependencies that the GPU image lacks
 # (its image has torch, triton, numpy, scipy, pandas, scikit-learn...), as CPython 3.12 manylinux wheels; the
 # session installs this package from them with the `gpu` extra, offline. `prepare` also copies the read-only
 # MKG-Y files into .gpu_carry/data (ignored by git, never committed), because ../shared does not travel.
 #
-# Results: $OUT/session.log (everything printed), $OUT/tests.log, $OUT/train_epoch.csv, $OUT/tucker_kernels.csv and
-# $OUT/gpu_session_results.tar.gz (all JSON, CSV and profiler tables). $OUT defaults to benchmarks/results/gpu_session.
+# Results: $OUT/session.log (everything printed), $OUT/tests.log, $OUT/train_epoch.csv, $OUT/tucker_kernels.csv,
+# $OUT/sync_check.json and $OUT/gpu_session_results.tar.gz (all JSON, CSV, quality curves and profiler tables).
+# $OUT defaults to benchmarks/results/gpu_session.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,7 +69,7 @@ BUDGET=${BUDGET_S:-540}
 declare -a SUMMARY=()
 
 pack() {  # results so far: the tarball and the two CSVs next to session.log (after every step: a cut run keeps them)
-    for name in train_epoch.csv tucker_kernels.csv; do
+    for name in train_epoch.csv tucker_kernels.csv sync_check.json; do
         [[ -f "$RESULTS/$name" ]] && cp "$RESULTS/$name" "$OUT/$name"
     done
     tar -czf "$OUT/gpu_session_results.tar.gz" -C "$OUT" results
@@ -122,29 +128,65 @@ if ! "$PY" -c "import pykeen, pykeen_momok" 2>/dev/null && [[ -d "$CARRY/wheels"
 fi
 "$PY" -c "import pykeen_momok, pykeen; print('pykeen', pykeen.get_version(), 'pykeen_momok from', pykeen_momok.__file__)"
 
-tests=(tests/test_nn_tucker_triton.py tests/test_nn_tucker.py tests/test_model_oracle.py)
-((QUICK)) && tests=(tests/test_nn_tucker_triton.py)
-# the CUDA tests run the compiled kernels (the same oracle tests as in CI's interpreter mode, on the GPU)
-step tests 180 bash -c "set -o pipefail; $PY -m pytest -q -p no:cacheprovider -rs ${tests[*]} 2>&1 | tee $OUT/tests.log"
+tests=(tests/test_nn_tucker_triton.py tests/test_nn_tucker.py tests/test_model_oracle.py tests/test_host_sync.py
+    tests/test_autocast.py)
+((QUICK)) && tests=(tests/test_nn_tucker_triton.py tests/test_host_sync.py)
 
 if ((QUICK)); then
     kernel_args=(--batch 8 --dims 16 --joint-dims 16 --relations 3 --repeats 2 --warmup 1 --blocks 2x8x8
         --gemm-blocks 16x8x16x16)
     profile_configs=(momok-torch@4)
-    train_args=(--configs momok-torch@4 per-query@4 tucker@4 --repeats 1 --batches 1 --warmup 0 --no-memory --threads 1)
+    train_args=(--configs momok-torch@4 momok-torch+batch@4 momok-torch+bf16@4 per-query@4 tucker@4 --repeats 1
+        --batches 1 --warmup 0 --no-memory --threads 1)
+    sync_args=(--dim 16 --batch-size 64 --warmup 1 --threads 1)
+    quality_args=(--dataset SyntheticMMKG --epochs 2 --eval-every-epochs 1 --threads 1)
 else
     kernel_args=(--blocks 2x32x32 4x32x32 1x64x64 --gemm-blocks 32x8x32x32/8 16x8x32x32/4 64x4x32x32/8 --repeats 10)
-    profile_configs=(momok-triton@1024 momok-torch@1024)
-    train_args=(--configs momok@1024 momok-torch@1024 momok-triton@1024 per-query@1024 tucker@1024
-        --repeats 3 --batches 5 --warmup 2 --memory-timeout 60)
+    profile_configs=(momok-torch@1024 momok-torch+bf16@1024 momok-triton@1024)
+    # momok@1024 takes "auto" for the contraction path (env below) and for relation_matrices ("all" on CUDA)
+    train_args=(--configs momok@1024 momok-torch@1024 momok-torch+batch@1024 momok-torch+bf16@1024 momok-triton@1024
+        momok-triton+bf16@1024 per-query@1024 tucker@1024 --repeats 3 --batches 5 --warmup 2 --memory-timeout 60)
+    sync_args=()
+    # the paper's recipe on MKG-Y with periodic validation, float32 then bfloat16, each for the same wall-clock time
+    quality_args=(--dataset MKG-Y --dataset-dir "$DATA" --minutes 1.5 --eval-every-epochs 10)
 fi
-step tucker_kernels 150 "$PY" benchmarks/tucker_kernels.py --device "$DEVICE" "${kernel_args[@]}" \
-    --out "$RESULTS/tucker_kernels.json"
-step train_epoch 240 env PYKEEN_MOMOK_TUCKER_PATH=auto "$PY" benchmarks/train_epoch.py --device "$DEVICE" --dataset-dir "$DATA" "${train_args[@]}" \
-    --out "$RESULTS/train_epoch.json"
-for config in "${profile_configs[@]}"; do  # last: the least needed if the budget runs short
-    step "profile $config" 90 "$PY" benchmarks/profile_step.py --device "$DEVICE" --config "$config" \
-        --dataset-dir "$DATA" --out "$RESULTS/profile_${config//@/_}.txt"
+
+# STEPS: which steps, in this order (the most needed first: a run cut by the budget keeps those); a second lease
+# call can run what the first did not reach, e.g. STEPS="quality kernels profiles" bash benchmarks/gpu_session.sh
+STEPS=${STEPS:-"tests train_epoch sync_check quality profiles kernels"}
+for name in $STEPS; do
+    case $name in
+    tests)
+        # the CUDA tests run the compiled kernels (the same oracle tests as in CI's interpreter mode, on the GPU)
+        step tests 150 bash -c "set -o pipefail; $PY -m pytest -q -p no:cacheprovider -rs ${tests[*]} 2>&1 | tee $OUT/tests.log"
+        ;;
+    train_epoch)
+        step train_epoch 200 env PYKEEN_MOMOK_TUCKER_PATH=auto "$PY" benchmarks/train_epoch.py --device "$DEVICE" \
+            --dataset-dir "$DATA" "${train_args[@]}" --out "$RESULTS/train_epoch.json"
+        ;;
+    sync_check)
+        step sync_check 60 "$PY" benchmarks/sync_check.py --device "$DEVICE" --dataset-dir "$DATA" "${sync_args[@]}" \
+            --out "$RESULTS/sync_check.json"
+        ;;
+    quality)
+        # the same MRR within noise, fp32 vs the fast path (issue 8's goal), and epochs measured with evaluation
+        step quality 240 "$PY" benchmarks/quality.py --device "$DEVICE" "${quality_args[@]}" --no-paper-protocol \
+            --setups momok-paper 'momok-paper@model_kwargs.autocast_dtype="bfloat16"' --out "$RESULTS/quality"
+        ;;
+    profiles)
+        for config in "${profile_configs[@]}"; do
+            step "profile $config" 60 "$PY" benchmarks/profile_step.py --device "$DEVICE" --config "$config" \
+                --dataset-dir "$DATA" --out "$RESULTS/profile_${config//[@+]/_}.txt"
+        done
+        ;;
+    kernels)
+        step tucker_kernels 120 "$PY" benchmarks/tucker_kernels.py --device "$DEVICE" "${kernel_args[@]}" \
+            --out "$RESULTS/tucker_kernels.json"
+        ;;
+    *)
+        echo "unknown step $name (known: tests train_epoch sync_check quality profiles kernels)" >&2
+        ;;
+    esac
 done
 
 echo

@@ -16,7 +16,12 @@ Configurations (``--configs``; all share the data, MoMoK's two paths share one s
   chunked path / the Triton kernels (``nn/tucker_triton.py``; CUDA, or CPU under ``TRITON_INTERPRET=1``);
 - ``per-query@B``: the same model switched to the reference's way (``fused=False``: one ``d x d`` matrix per
   query with ``F.dropout``; ``recompute_candidates=False``), the "per-query implementation" of issue 4;
-- ``tucker@B``: PyKEEN's ``TuckER`` (``embedding_dim=300, relation_dim=256``, its default loss), LCWA 1-N.
+- ``tucker@B``: PyKEEN's ``TuckER`` (``embedding_dim=300, relation_dim=256``, its default loss), LCWA 1-N;
+- options of the MoMoK kinds, ``KIND+OPTION@B`` (e.g. ``momok-torch+bf16@1024``), set on the shared model for that
+  configuration only: ``+bf16`` (``autocast_dtype="bfloat16"``), ``+all`` / ``+batch`` (``relation_matrices``:
+  every relation's core matrix, or the batch's distinct ones through ``torch.unique``); otherwise the model's
+  defaults (float32, ``"auto"``: ``"all"`` on CUDA, ``"batch"`` on CPU). ``--dtype`` instead wraps every
+  configuration's step (TuckER's too) in an outer autocast.
 
 A training step is what PyKEEN's LCWA loop does per batch, MoMoK's CLUB estimator step included. In each
 repeat every configuration first takes ``--warmup`` untimed steps, then ``--batches`` timed ones: an epoch
@@ -58,6 +63,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from pykeen_momok.nn.interaction import AUTOCAST_DTYPES  # noqa: E402
+
 import _common as common  # noqa: E402
 
 DEFAULT_CONFIGS = ["momok@1024", "per-query@1024", "momok@256", "per-query@256", "tucker@256", "tucker@128"]
@@ -78,19 +85,40 @@ GOALS = {
 #: configuration kinds: MoMoK's core contraction path pinned per kind (None: the process-wide setting)
 MOMOK_PATHS = {"momok": None, "momok-torch": "torch", "momok-triton": "triton", "per-query": None}
 KINDS = (*MOMOK_PATHS, "tucker")
+#: options a MoMoK kind may carry, ``KIND+OPTION...@B``: the model attribute each sets, and its value
+MOMOK_OPTIONS = {
+    "bf16": ("autocast_dtype", "bfloat16"),  # MoMoK(autocast_dtype="bfloat16")
+    "all": ("relation_matrices", "all"),  # every relation's core matrix: no torch.unique in the step
+    "batch": ("relation_matrices", "batch"),  # the batch's distinct relations (torch.unique)
+}
 
 
 def parse_config(name: str) -> tuple[str, int]:
+    """``KIND[+OPTION...]@B`` -> ``(KIND[+OPTION...], B)``, checked."""
     kind, _, size = name.partition("@")
-    if kind not in KINDS or not size.isdigit() or int(size) < 1:
-        raise argparse.ArgumentTypeError(f"bad configuration {name!r}; expected KIND@B with KIND in {', '.join(KINDS)}")
+    base, *options = kind.split("+")
+    bad = base not in KINDS or not size.isdigit() or int(size) < 1 or any(o not in MOMOK_OPTIONS for o in options)
+    if bad or (options and base == "tucker") or len({MOMOK_OPTIONS[o][0] for o in options}) < len(options):
+        raise argparse.ArgumentTypeError(
+            f"bad configuration {name!r}; expected KIND[+OPTION...]@B with KIND in {', '.join(KINDS)} and MoMoK's "
+            f"OPTIONs in {', '.join(MOMOK_OPTIONS)} (one per attribute, none for tucker)"
+        )
     return kind, int(size)
 
 
 def switch(model, kind: str) -> None:
-    """Put the (shared) MoMoK on the way ``kind`` trains: per-query reference, or fused on its contraction path."""
-    common.set_per_query(model, kind == "per-query")
-    common.set_contraction_path(model, MOMOK_PATHS[kind])
+    """Put the (shared) MoMoK on the way ``kind`` trains: per-query reference, or fused on its contraction path.
+
+    Options (``+bf16``, ``+all``, ``+batch``) are set on the model for this configuration; the model's defaults
+    (float32, ``relation_matrices="auto"``) otherwise.
+    """
+    base, *options = kind.split("+")
+    common.set_per_query(model, base == "per-query")
+    common.set_contraction_path(model, MOMOK_PATHS[base])
+    chosen = dict(MOMOK_OPTIONS[o] for o in options)
+    model.relation_matrices = chosen.get("relation_matrices", "auto")
+    dtype = chosen.get("autocast_dtype")
+    model.interaction.autocast_dtype = None if dtype is None else AUTOCAST_DTYPES[dtype]
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -194,7 +222,7 @@ def measure_memory(args: argparse.Namespace, config: str) -> dict[str, Any]:
 
 
 def build(kind: str, training, device: torch.device, seed: int):
-    if kind == "tucker":
+    if kind.split("+")[0] == "tucker":
         return common.build_tucker(training, device, seed=seed)
     model = common.build_momok(training, device, seed=seed)
     switch(model, kind)
