@@ -2,8 +2,9 @@
 
 Importing this package is cheap: it loads neither torch nor any module of PyKEEN (only PyKEEN's top-level
 package, a few lines). Public names are resolved lazily, and :func:`~pykeen_momok.registration.install`
-arranges that ``pipeline(model="MoMoK", ...)``, ``loss="MoMoKLoss"`` and the datasets (``"DB15K"``,
-``"MKG-W"``, ``"MKG-Y"``, ``"FB15K-237-IMG"``, ``"KVC16K"``, ``"SyntheticMMKG"``) resolve by name in PyKEEN.
+arranges that ``pipeline(model="MoMoK", ...)``, ``loss="MoMoKLoss"``, ``training_loop="batchedlcwa"`` and the
+datasets (``"DB15K"``, ``"MKG-W"``, ``"MKG-Y"``, ``"FB15K-237-IMG"``, ``"KVC16K"``, ``"SyntheticMMKG"``) resolve by
+name in PyKEEN.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .version import __version__
 _LAZY = {
     "MoMoK": "pykeen_momok.model",
     "MoMoKLoss": "pykeen_momok.losses",
+    "BatchedLCWATrainingLoop": "pykeen_momok.lcwa",
     "ModalityFeatures": "pykeen_momok.triples",
     "MultiModalTriplesFactory": "pykeen_momok.triples",
     "FeatureSource": "pykeen_momok.features",

@@ -1,11 +1,12 @@
 """The one place that talks to PyKEEN's resolvers.
 
 PyKEEN 1.11.1 reads entry points for datasets only (group ``pykeen.datasets``), and registers our datasets
-from them itself. MoMoK and MoMoKLoss are added here, with the resolvers' public ``register``, to
-``pykeen.models.model_resolver`` and ``pykeen.losses.loss_resolver``, which exist only once those modules
-are *completely* imported. Our package is imported by the user, or by PyKEEN loading those entry points
-while ``pykeen.datasets`` is being imported, which is usually while ``pykeen.models`` is being imported
-too (it imports ``pykeen.datasets`` through ``pykeen.triples.leakage`` long before it builds its resolver).
+from them itself. MoMoK, MoMoKLoss and the batched LCWA training loop are added here, with the resolvers' public
+``register``, to ``pykeen.models.model_resolver``, ``pykeen.losses.loss_resolver`` and
+``pykeen.training.training_loop_resolver``, which exist only once those modules are *completely* imported. Our
+package is imported by the user, or by PyKEEN loading those entry points while ``pykeen.datasets`` is being
+imported, which is usually while ``pykeen.models`` is being imported too (it imports ``pykeen.datasets`` through
+``pykeen.triples.leakage`` long before it builds its resolver).
 
 So :func:`install` (run by ``import pykeen_momok``) does at once what can be done, and waits for the rest
 on one thing Python guarantees: a submodule is bound as an attribute of its package right after its body
@@ -17,6 +18,9 @@ binding; once nothing is left, they get :class:`types.ModuleType` back. What wai
 - MoMoK and MoMoKLoss are registered once ``pykeen.models`` is complete (``pykeen.losses`` is by then) and
   neither ``pykeen_momok.model`` nor ``pykeen_momok.losses`` is half imported (``import pykeen_momok.model``
   as the first import completes ``pykeen.models`` before ``MoMoK`` exists; its own binding comes later);
+- :class:`~pykeen_momok.lcwa.BatchedLCWATrainingLoop` is registered (``"batchedlcwa"``) once ``pykeen.training`` is
+  complete (PyKEEN's models do not import it; ``pykeen.pipeline`` does), and not while our ``lcwa`` module is
+  half imported;
 - ``get_dataset`` of our datasets goes to our own cache (:func:`patch_dataset_cache`) once
   ``pykeen.datasets.utils`` is complete. This is the one private PyKEEN name touched, on the releases it
   was written for only (:data:`PATCHED_PYKEEN_RELEASES`); every other dataset reaches PyKEEN's function
@@ -42,6 +46,7 @@ __all__ = [
     "install",
     "install_what_is_ready",
     "register_model_and_loss",
+    "register_training_loop",
     "patch_dataset_cache",
     "is_momok_dataset",
     "PATCHED_PYKEEN_RELEASES",
@@ -66,6 +71,18 @@ def register_model_and_loss(model_resolver: ClassResolver | None = None) -> None
     _register(loss_resolver, MoMoKLoss)
 
 
+def register_training_loop(training_loop_resolver: ClassResolver | None = None) -> None:
+    """Register :class:`~pykeen_momok.lcwa.BatchedLCWATrainingLoop` (``"batchedlcwa"``) with PyKEEN (idempotent).
+
+    Call it only once ``pykeen.training`` is completely imported (:func:`install_what_is_ready` checks).
+    """
+    from .lcwa import BatchedLCWATrainingLoop
+
+    if training_loop_resolver is None:
+        from pykeen.training import training_loop_resolver
+    _register(training_loop_resolver, BatchedLCWATrainingLoop)
+
+
 def _register(resolver: ClassResolver, cls: type) -> None:
     key = resolver.normalize_cls(cls)
     existing = resolver.lookup_dict.get(key)
@@ -86,6 +103,18 @@ def _register_if_ready() -> bool:
         if module is not None and not hasattr(module, attribute):
             return False  # half imported: its binding to pykeen_momok calls us again
     register_model_and_loss(models.model_resolver)
+    return True
+
+
+def _register_training_loop_if_ready() -> bool:
+    """Register the batched LCWA loop if ``pykeen.training`` is complete; return whether that is done."""
+    training = sys.modules.get("pykeen.training")
+    if not hasattr(training, "training_loop_resolver"):
+        return False
+    module = sys.modules.get("pykeen_momok.lcwa")
+    if module is not None and not hasattr(module, "BatchedLCWATrainingLoop"):
+        return False  # half imported: its binding to pykeen_momok calls us again
+    register_training_loop(training.training_loop_resolver)
     return True
 
 
@@ -180,7 +209,11 @@ def patch_dataset_cache(utils: types.ModuleType) -> None:
 
 
 #: what :func:`install` has left to do
-_pending = {"register": _register_if_ready, "dataset cache": _patch_if_ready}
+_pending = {
+    "register": _register_if_ready,
+    "training loop": _register_training_loop_if_ready,
+    "dataset cache": _patch_if_ready,
+}
 
 
 def install_what_is_ready() -> bool:

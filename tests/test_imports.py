@@ -30,7 +30,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pykeen_momok.text_features",),  # optional: entity names encoded locally
     ("pykeen_momok.datasets",),  # files to datasets (download, archives, cache, benchmarks, synthetic)
     ("pykeen_momok.nn",),  # tensors in, tensors out (adapters, experts, fusion, tucker, club, interaction)
-    ("pykeen_momok.losses", "pykeen_momok.training"),  # what the model is trained on: MoMoKLoss, the CLUB term
+    # how the model is trained: MoMoKLoss, the CLUB term, the batched LCWA loop
+    ("pykeen_momok.losses", "pykeen_momok.training", "pykeen_momok.lcwa"),
     ("pykeen_momok.model",),  # MoMoK(ERModel)
     ("pykeen_momok.registration",),  # talks to PyKEEN's resolvers; imports what it registers
     # entry points (lightning: multi-GPU training, next to cli and predict, whose helpers it uses; analysis: what a

@@ -1,4 +1,4 @@
-"""MoMoK, MoMoKLoss and the datasets resolve by name in fresh interpreters, whatever is imported first."""
+"""MoMoK, MoMoKLoss, the batched LCWA loop and the datasets resolve by name in fresh interpreters, whatever first."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ FIRST_IMPORTS = [
     "pykeen_momok.losses",
     "pykeen_momok.datasets.synthetic",
     "pykeen_momok.datasets.benchmarks",
+    "pykeen_momok.lcwa",
 ]
 
 CHECK = """
@@ -40,6 +41,8 @@ assert loss_resolver.lookup("MoMoKLoss").__module__ == "pykeen_momok.losses"
 assert dataset_resolver.lookup("SyntheticMMKG").__module__ == "pykeen_momok.datasets.synthetic"
 assert dataset_resolver.lookup("MKG-Y").__name__ == "MKGY"
 assert dataset_resolver.lookup("FB15K-237-IMG").__name__ == "FB15k237IMG"
+from pykeen.training import training_loop_resolver  # PyKEEN's models do not import pykeen.training
+assert training_loop_resolver.lookup("batchedlcwa").__module__ == "pykeen_momok.lcwa"
 import pykeen.datasets.utils
 assert getattr(pykeen.datasets.utils._cached_get_dataset, "_momok_wrapped", False), "dataset cache not routed"
 import sys, types

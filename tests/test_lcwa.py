@@ -1,0 +1,120 @@
+"""The batched LCWA loop builds PyKEEN's batches, and trains exactly as PyKEEN's LCWA loop does."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from pykeen.pipeline import pipeline
+from pykeen.training import LCWATrainingLoop
+from pykeen.triples.instances import LCWAInstances
+from torch.utils.data import default_collate
+
+from pykeen_momok.datasets.synthetic import SyntheticMMKG
+from pykeen_momok.lcwa import BatchedLCWAInstances, BatchedLCWATrainingLoop, dense_targets
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """The synthetic multi-modal graph, with inverse triples."""
+    os.environ.setdefault("PYKEEN_HOME", "/tmp/pykeen-momok-tests")
+    return SyntheticMMKG()
+
+
+def _pykeens_batch(instances: LCWAInstances, items: list[int]) -> dict:
+    """What PyKEEN's data loader makes of these items: one ``__getitem__`` each, then the default collate."""
+    return default_collate([instances[i] for i in items])
+
+
+@pytest.mark.parametrize("target", ["head", "relation", "tail"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_batch_is_pykeens_batch(dataset, target, weighted):
+    """Pairs, dense targets and loss weights equal PyKEEN's per-item batch, for shuffled and repeated items."""
+    options: dict = dict(target=target)
+    if weighted:  # PyKEEN's one loss weighter: a weight per relation (for a relation target: all of them)
+        weights = torch.rand(dataset.training.num_relations, generator=torch.Generator().manual_seed(1))
+        options.update(loss_weighter="relation", loss_weighter_kwargs=dict(weights=weights))
+    ours = BatchedLCWAInstances.from_triples_factory(dataset.training, **options)
+    theirs = LCWAInstances.from_triples_factory(dataset.training, **options)
+    generator = np.random.default_rng(0)
+    for items in (generator.permutation(len(ours))[:97].tolist(), [0], [5, 5, 3], list(range(len(ours)))):
+        batch, expected = dense_targets(ours.__getitems__(items)), _pykeens_batch(theirs, items)
+        assert set(batch) == set(expected)
+        for key, value in expected.items():
+            assert batch[key].dtype == value.dtype, key
+            torch.testing.assert_close(batch[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_duplicate_triples_count_as_pykeen_counts_them(dataset):
+    """A triple given twice is one CSR entry of value 2 for PyKEEN; the batch keeps that value."""
+    triples = dataset.training.mapped_triples
+    twice = torch.cat([triples[:1], triples])
+    kwargs = dict(num_entities=dataset.training.num_entities, num_relations=dataset.training.num_relations)
+    ours = BatchedLCWAInstances.from_triples(twice, **kwargs)
+    theirs = LCWAInstances.from_triples(twice, **kwargs)
+    items = list(range(10))
+    target = dense_targets(ours.__getitems__(items))["target"]
+    torch.testing.assert_close(target, _pykeens_batch(theirs, items)["target"])
+    assert target.max() == 2.0
+
+
+def _run(dataset, training_loop, **training_kwargs):
+    return pipeline(
+        dataset=dataset,
+        model="MoMoK",
+        model_kwargs=dict(embedding_dim=16, relation_dim=8),
+        loss="MoMoKLoss",
+        training_loop=training_loop,
+        training_kwargs=dict(num_epochs=2, batch_size=128, **training_kwargs),
+        evaluation_kwargs=dict(batch_size=256),
+        random_seed=3,
+        device="cpu",
+    )
+
+
+def test_trains_exactly_as_pykeens_lcwa_loop(dataset):
+    """By name through ``pipeline``: the same losses, bit for bit the same weights, the same metrics."""
+    batched, plain = _run(dataset, "batchedlcwa"), _run(dataset, "lcwa")
+    assert isinstance(batched.training_loop, BatchedLCWATrainingLoop)
+    assert type(plain.training_loop) is LCWATrainingLoop
+    assert batched.losses == plain.losses
+    ours, theirs = batched.model.state_dict(), plain.model.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if torch.is_tensor(value):
+            assert torch.equal(ours[key], value), key
+    assert batched.get_metric("both.realistic.inverse_harmonic_mean_rank") == plain.get_metric(
+        "both.realistic.inverse_harmonic_mean_rank"
+    )
+
+
+def test_sub_batches_and_worker_processes(dataset):
+    """Sub-batching (a model without BatchNorm) and a worker process (the collate function pickles)."""
+    runs = [
+        pipeline(
+            dataset=dataset,
+            model="DistMult",
+            model_kwargs=dict(embedding_dim=8),
+            loss="BCEWithLogits",
+            training_loop=loop,
+            training_kwargs=dict(num_epochs=1, batch_size=64, sub_batch_size=16, num_workers=workers),
+            evaluation_kwargs=dict(batch_size=256),
+            random_seed=5,
+            device="cpu",
+        )
+        for loop, workers in (("lcwa", 0), ("batchedlcwa", 1))
+    ]
+    assert runs[0].losses == pytest.approx(runs[1].losses, rel=1e-6)
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_sampler_is_refused(dataset):
+    """Like PyKEEN's LCWA loop: no batch sampler."""
+    loop = BatchedLCWATrainingLoop(
+        model=_run(dataset, "batchedlcwa").model, triples_factory=dataset.training, optimizer="adam"
+    )
+    with pytest.raises(NotImplementedError, match="sampler='schlichtkrull'"):
+        loop._create_training_data_loader(dataset.training, sampler="schlichtkrull", batch_size=4)
