@@ -651,7 +651,7 @@ def lightning_settings(pipeline_kwargs: Mapping[str, Any], *, where: str = "the 
             if extra:
                 raise SettingsError(f"{where}: {key} {extra} not supported here; it takes {sorted(allowed)}")
     loop = str(settings.get("training_loop") or "lcwa").lower()
-    if loop not in ("lcwa", "lcwatrainingloop"):
+    if loop not in ("lcwa", "lcwatrainingloop", "batchedlcwa", "batchedlcwatrainingloop"):
         raise SettingsError(
             f"{where}: training_loop {settings['training_loop']!r}: the Lightning entry point trains LCWA only"
         )

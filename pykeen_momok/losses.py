@@ -147,7 +147,8 @@ class MoMoKLoss(BCEWithLogitsLoss):
 
     The model and its joint decision (the mean of the heads' sigmoids) are unchanged: only the gradient
     each head receives differs. Its reduction is over queries (``"mean"`` or ``"sum"``); with BCE it is
-    over all query-candidate pairs. The softmax objective needs 1-N scoring (``training_loop="lcwa"``).
+    over all query-candidate pairs. The softmax objective needs 1-N scoring (``training_loop="batchedlcwa"`` or
+    ``"lcwa"``).
     A non-zero ``label_smoothing`` given to the training loop (``training_kwargs``) overrides the
     constructor's value.
 
@@ -221,7 +222,7 @@ class MoMoKLoss(BCEWithLogitsLoss):
         if labels.ndimension() != 2:
             raise ValueError(
                 "MoMoKLoss(head_loss='softmax') needs 1-N scores of shape (batch, num_entities): train with "
-                f"training_loop='lcwa' (got labels of shape {tuple(labels.shape)})"
+                f"training_loop='batchedlcwa' or 'lcwa' (got labels of shape {tuple(labels.shape)})"
             )
         if weights is not None:
             raise ValueError("MoMoKLoss(head_loss='softmax') does not support per-label weights")

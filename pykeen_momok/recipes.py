@@ -44,7 +44,7 @@ RECIPES: Mapping[str, Mapping[str, Any]] = {
         model_kwargs=dict(embedding_dim=256, relation_dim=256, num_experts=3, mi_weight=1e-4, mi_estimator_lr=5e-4),
         loss="MoMoKLoss",
         loss_kwargs=dict(head_loss="bce", label_smoothing=0.1),
-        training_loop="lcwa",
+        training_loop="batchedlcwa",
         optimizer="adam",
         optimizer_kwargs=dict(lr=5e-4),
         training_kwargs=dict(num_epochs=2000, batch_size=1024),
@@ -72,7 +72,7 @@ RECIPES: Mapping[str, Mapping[str, Any]] = {
         ),
         loss="MoMoKLoss",
         loss_kwargs=dict(head_loss="softmax", label_smoothing=0.1),
-        training_loop="lcwa",
+        training_loop="batchedlcwa",
         optimizer="adam",
         optimizer_kwargs=dict(lr=1e-2),
         training_kwargs=dict(num_epochs=100, batch_size=512),
@@ -86,7 +86,7 @@ RECIPES: Mapping[str, Mapping[str, Any]] = {
 
 #: what every run gets unless its config says otherwise (PyKEEN 1.11.1's pipeline() ignores the model's loss
 #: default and trains sLCWA; see ``pykeen_momok.RECOMMENDED_PIPELINE_KWARGS``)
-RECOMMENDED_DEFAULTS: Mapping[str, Any] = dict(model="MoMoK", loss="MoMoKLoss", training_loop="lcwa")
+RECOMMENDED_DEFAULTS: Mapping[str, Any] = dict(model="MoMoK", loss="MoMoKLoss", training_loop="batchedlcwa")
 
 #: per recipe and normalised dataset name, what differs from :data:`RECIPES` (the reference's per-dataset settings)
 _DATASET_OVERRIDES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {

@@ -268,5 +268,6 @@ def install() -> None:
         elif type(module) is not _CallsBackOnSubmodules:
             logger.warning(
                 f"pykeen_momok: the {package} package is a {type(module).__name__}, so this plugin cannot wait "
-                f"for PyKEEN's imports: call pykeen_momok.install() again after importing pykeen.models"
+                f"for PyKEEN's imports: call pykeen_momok.install() again after importing pykeen.models (and "
+                f"pykeen.training, for training_loop='batchedlcwa')"
             )

@@ -57,7 +57,7 @@ def test_train_writes_pykeen_results_folder(trained: pathlib.Path) -> None:
     assert info["dataset"] == {"name": "SyntheticMMKG", "kwargs": TINY}
     assert info["recipe"] == "fast" and info["heads"] == ["structure", "image", "text", "joint"]
     settings = info["pipeline"]
-    assert settings["loss"] == "MoMoKLoss" and settings["training_loop"] == "lcwa"
+    assert settings["loss"] == "MoMoKLoss" and settings["training_loop"] == "batchedlcwa"
     assert settings["training_kwargs"] == {"num_epochs": 2, "batch_size": 32}
     assert settings["model_kwargs"]["embedding_dim"] == 8 and settings["model_kwargs"]["relation_dim"] == 8
     # --lr is the optimiser's and the CLUB estimator's learning rate; the rest is the fast recipe

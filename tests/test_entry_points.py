@@ -43,7 +43,7 @@ def test_configs_are_valid_json_with_the_recommended_setup():
     for path in CONFIGS.glob("*.json"):
         pipeline = json.loads(path.read_text())["pipeline"]
         assert pipeline["model"] == "MoMoK" and pipeline["loss"] == "MoMoKLoss", path
-        assert pipeline["training_loop"] == "lcwa", path
+        assert pipeline["training_loop"] == "batchedlcwa", path
 
 
 def test_hpo_pipeline_samples_momok_defaults():

@@ -46,7 +46,7 @@ PIPELINE = {
     # gating_noise=False leaves the gates' noise weights unused: DDP must be told to allow that
     "model_kwargs": {"embedding_dim": 8, "relation_dim": 8, "mi_estimator_lr": 0.01, "gating_noise": False},
     "loss": "MoMoKLoss",
-    "training_loop": "lcwa",
+    "training_loop": "batchedlcwa",
     "optimizer": "adam",
     "optimizer_kwargs": {"lr": 0.01},
     "training_kwargs": {"num_epochs": 2, "batch_size": BATCH_SIZE},

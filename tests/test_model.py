@@ -136,7 +136,7 @@ def test_softmax_head_loss_is_sum_of_per_head_cross_entropy(reduction):
 def test_softmax_head_loss_needs_one_to_n_scores(tiny):
     loss = MoMoKLoss(head_loss="softmax")
     positive, negative = _recorded(loss, torch.randn(3, 4), torch.randn(3, 4, 3))
-    with pytest.raises(ValueError, match="training_loop='lcwa'"):
+    with pytest.raises(ValueError, match="training_loop='batchedlcwa' or 'lcwa'"):
         loss.process_slcwa_scores(positive, negative)
     with pytest.raises(ValueError, match="head_loss must be one of"):
         MoMoKLoss(head_loss="hinge")
@@ -208,7 +208,7 @@ def test_checkpoint_resume_gives_same_state(tiny, tmp_path):
 
 
 def test_slcwa_and_default_loss_warn_but_train(tiny):
-    with pytest.warns(UserWarning, match="training_loop='lcwa'"):
+    with pytest.warns(UserWarning, match="training_loop='batchedlcwa' or 'lcwa'"):
         result = pipeline(
             dataset=tiny,
             model="MoMoK",

@@ -98,18 +98,20 @@ def test_a_package_of_an_unknown_class_is_left_alone():
         pykeen.__class__ = Other
         import pykeen_momok
         assert type(pykeen) is Other
-        import pykeen.models
+        import pykeen.models, pykeen.training
         from pykeen.models import model_resolver
+        from pykeen.training import training_loop_resolver
         assert "momok" not in model_resolver.lookup_dict  # nothing could wait for pykeen.models
         pykeen_momok.install()  # what the warning says to do
         assert model_resolver.lookup("MoMoK").__module__ == "pykeen_momok.model"
+        assert training_loop_resolver.lookup("batchedlcwa").__module__ == "pykeen_momok.lcwa"
         assert type(pykeen) is Other and type(pykeen_momok) is types.ModuleType
         print("ok")
         """
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
-    assert "call pykeen_momok.install() again after importing pykeen.models" in result.stderr
+    assert "call pykeen_momok.install() again after importing pykeen.models (and pykeen.training" in result.stderr
 
 
 def test_registration_is_idempotent():
