@@ -11,6 +11,10 @@ target on the model's device. The sampler, the order of the pairs and the target
 trains exactly as with :class:`~pykeen.training.LCWATrainingLoop` under the same seed, only faster
 (``tests/test_lcwa.py`` compares the trained weights).
 
+A training callback (``on_batch``) sees the batch in its sparse form (no ``target`` key):
+:func:`dense_targets` gives PyKEEN's form. :class:`~pykeen_momok.lightning.MoMoKLitModule` trains on these batches
+too.
+
 Use it by name, ``training_loop="batchedlcwa"`` (registered with PyKEEN's ``training_loop_resolver`` on import
 of PyKEEN, as MoMoK and MoMoKLoss are), or pass the class.
 """

@@ -87,6 +87,7 @@ from .cli import (
     _set_threads,
     _spec_option,
 )
+from .lcwa import BatchedLCWAInstances, collate_batched, dense_targets
 from .predict import CLI_FILE, CLI_FILE_VERSION, METRICS
 
 __all__ = [
@@ -399,7 +400,22 @@ class MoMoKLitModule(LCWALitModule):
     def on_train_epoch_start(self) -> None:  # noqa: D102
         self._loss_sum, self._loss_count = None, 0
 
+    def _dataloader(self, triples_factory, shuffle: bool = False) -> DataLoader:
+        """The training batches of the batched LCWA loop (:mod:`pykeen_momok.lcwa`): PyKEEN's, built in one step.
+
+        Lightning gives it its distributed sampler as it does PyKEEN's loader; the targets are scattered into
+        their dense form on the rank's device in :meth:`training_step`.
+        """
+        return DataLoader(
+            dataset=BatchedLCWAInstances.from_triples_factory(triples_factory),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_batched,
+        )
+
     def training_step(self, batch, batch_idx):  # noqa: D102
+        if "target" not in batch:  # a batched LCWA batch: its targets as coordinates
+            batch = dense_targets(batch, self.device)
         loss = LCWATrainingLoop._process_batch_static(
             model=self.model,
             score_method=self.model.score_t,

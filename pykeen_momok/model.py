@@ -257,8 +257,9 @@ class MoMoK(ERModel):
             else ``$PYKEEN_MOMOK_TUCKER_PATH``, else ``"torch"``). Set it explicitly for reproducible masks on a GPU.
         :param relation_matrices: which relations' core matrices a batch builds: ``"batch"`` (its distinct
             relations), ``"all"`` (every relation: no ``torch.unique``, so the step does not wait for the device),
-            ``"auto"`` (default: ``"all"`` on CUDA when the graph has no more relations than a batch has queries,
-            else ``"batch"``); see :data:`RELATION_MATRICES`. Scores, masks and gradients are the same.
+            ``"auto"`` (default: ``"all"`` on CUDA when the graph has no more relations than a batch has queries and
+            every head's matrices for all of them fit its byte budget, else ``"batch"``); see
+            :data:`RELATION_MATRICES`. Scores, masks and gradients are the same.
         :param autocast_dtype: ``"bfloat16"``: training forwards under bfloat16 autocast (a training-recipe
             option, not the paper's: float32 master weights, float32 logits into the loss, the CLUB penalty and
             evaluation in float32); ``None`` (default): float32 throughout, as the reference
@@ -412,7 +413,12 @@ class MoMoK(ERModel):
     def _all_relation_matrices(self, relations: torch.Tensor) -> bool:
         """Whether a batch with these relation ids builds every relation's core matrix (see ``relation_matrices``)."""
         if self.relation_matrices == "auto":
-            return relations.device.type == "cuda" and self.num_relations <= relations.shape[0]
+            return (
+                relations.device.type == "cuda"
+                and self.num_relations <= relations.shape[0]
+                # where every relation's matrices would not fit, a head contracts per query instead: slower
+                and self.interaction.relation_matrices_fit(self.num_relations)
+            )
         return self.relation_matrices == "all"
 
     def _queries(self, heads: torch.Tensor, relations: torch.Tensor) -> list[torch.Tensor]:

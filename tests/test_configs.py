@@ -41,6 +41,7 @@ from pykeen_momok.cli import run_demo
 from pykeen_momok.datasets.base import read_triples_file
 from pykeen_momok.datasets.benchmarks import MMKGBenchmark
 from pykeen_momok.features import read_id_map, read_label_list
+from pykeen_momok.lcwa import dense_targets
 from pykeen_momok.recipes import merge
 
 from conftest import shared_dataset_dir
@@ -217,6 +218,8 @@ class FirstBatchRecorder(TrainingCallback):
     def on_batch(self, epoch: int, batch, batch_loss: float, **kwargs: Any) -> None:  # noqa: D102
         self.batch_losses.append(batch_loss)
         if self.first_batch is None:
+            if "target" not in batch:  # the batched LCWA loop's batch: its targets as coordinates
+                batch = dense_targets(batch)
             self.first_batch = {key: value.clone() for key, value in batch.items() if value is not None}
 
     def first_batch_loss(self, model: Model, state: Mapping[str, Any], label_smoothing: float) -> float:

@@ -111,5 +111,10 @@ def test_relation_matrices_choice(dataset):
     assert not model._all_relation_matrices(relations)  # CPU: torch.unique costs nothing to wait for
     model.relation_matrices = "all"
     assert model._all_relation_matrices(relations[:1])
+    # "auto" takes every relation only while all heads' matrices fit their budgets (d = 8: 256 bytes a matrix)
+    assert model.interaction.relation_matrices_fit(model.num_relations)
+    for head in model.interaction.heads:
+        head.max_relation_matrix_bytes = model.num_relations * 8 * 8 * 4 - 1
+    assert not model.interaction.relation_matrices_fit(model.num_relations)
     with pytest.raises(ValueError, match=r"relation_matrices must be one of \('auto', 'batch', 'all'\)"):
         MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, relation_matrices="some")
