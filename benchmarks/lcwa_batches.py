@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first torch import
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import pathlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -109,10 +108,8 @@ def main() -> None:
             + f"; PyKEEN / batched {row['speedup']:.1f}x",
             flush=True,
         )
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    path, csv_path = common.write_results(args.out, results, results["rows"])
+    print(f"wrote {path} and {csv_path}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first to
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -135,10 +134,14 @@ def main() -> None:
             total = sum(run[kind].values())
             print(f"  {kind}: {total} in all" + "".join(f"\n    {n:4d}  {site}" for site, n in run[kind].items()))
         del model, trainer
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    rows = [
+        dict(relation_matrices=choice, audit=kind, site=site, count=count)
+        for choice, run in results["runs"].items()
+        for kind in ("audit", "cuda")
+        for site, count in (run[kind] or {}).items()
+    ]
+    path, csv_path = common.write_results(args.out, results, rows, ["relation_matrices", "audit", "site", "count"])
+    print(f"wrote {path} and {csv_path}")
 
 
 if __name__ == "__main__":
