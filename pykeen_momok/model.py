@@ -181,6 +181,9 @@ class MoMoK(ERModel):
     #: forward pass; the random draws (gating noise, fusion dropout) are replayed, so values and gradients
     #: are the same. Set to False on an instance to trade that memory for the recomputation time.
     recompute_candidates: bool = True
+    #: which relations' core matrices a batch builds (``__init__``'s ``relation_matrices``); the class-level default
+    #: keeps models pickled before the option existed loadable
+    relation_matrices: str = "auto"
 
     def __init__(
         self,

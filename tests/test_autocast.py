@@ -119,3 +119,18 @@ def test_bad_autocast_dtype(dataset, value):
         _model(dataset, autocast_dtype=value)
     if value == "float16":
         assert "gradient scaler" in str(info.value)
+
+
+def test_models_pickled_before_the_options_still_score(dataset):
+    """A model saved before ``autocast_dtype`` and ``relation_matrices`` existed loads and scores (class defaults)."""
+    import pickle
+
+    model = _model(dataset)
+    del model.interaction.autocast_dtype, model.relation_matrices  # what an older pickle lacks
+    assert "autocast_dtype" not in vars(model.interaction) and "relation_matrices" not in vars(model)
+    old = pickle.loads(pickle.dumps(model))
+    hr = dataset.testing.mapped_triples[:8, :2]
+    with torch.no_grad():
+        torch.testing.assert_close(old.eval().score_t(hr), model.eval().score_t(hr))
+    assert old.train().score_t(hr).shape == (8, dataset.training.num_entities)
+    assert old.interaction.autocast_dtype is None and old.relation_matrices == "auto"

@@ -102,6 +102,9 @@ class MoMoKInteraction(Interaction):
     #: :class:`~pykeen_momok.losses.MoMoKLoss` in training, so PyKEEN's generic scoring paths train as the fast
     #: paths do.
     logits_sink: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: the training forwards' autocast dtype, or None for float32 (see :meth:`autocast`); the class-level default
+    #: keeps interactions pickled before the option existed loadable
+    autocast_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -155,7 +158,6 @@ class MoMoKInteraction(Interaction):
                     else ""
                 )
             )
-        #: the training forwards' autocast dtype, or None for float32 (see :meth:`autocast`)
         self.autocast_dtype = None if autocast_dtype is None else AUTOCAST_DTYPES[autocast_dtype]
         if len(modality_dims) > len(MODALITY_SHAPE_LETTERS):
             raise ValueError(f"at most {len(MODALITY_SHAPE_LETTERS)} feature modalities, got {len(modality_dims)}")
