@@ -52,6 +52,11 @@ _HINT = (
 )
 
 
+def _reads_wait_for(device: torch.device) -> bool:
+    """Whether the host reading tensor data on ``device`` (``torch.unique``'s size, ``.item()``) waits for it: CUDA."""
+    return device.type == "cuda"
+
+
 def _check_int(name: str, value: Any, low: int) -> None:
     # bool is an int subclass: embedding_dim=True is a mistake, not 1
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -417,10 +422,10 @@ class MoMoK(ERModel):
         """Whether a batch with these relation ids builds every relation's core matrix (see ``relation_matrices``)."""
         if self.relation_matrices == "auto":
             return (
-                relations.device.type == "cuda"
+                _reads_wait_for(relations.device)
                 and self.num_relations <= relations.shape[0]
                 # where every relation's matrices would not fit, a head contracts per query instead: slower
-                and self.interaction.relation_matrices_fit(self.num_relations)
+                and self.interaction.relation_matrices_fit(self.num_relations, self.interaction.heads[0].core.dtype)
             )
         return self.relation_matrices == "all"
 

@@ -16,9 +16,11 @@ import torch
 from pykeen.training import LCWATrainingLoop
 from pykeen.triples.instances import LCWAInstances
 
+from pykeen_momok import model as model_module
 from pykeen_momok.datasets.synthetic import SyntheticMMKG
 from pykeen_momok.losses import MoMoKLoss
 from pykeen_momok.model import MoMoK
+from pykeen_momok.nn import tucker
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -57,11 +59,24 @@ def _trained_step(dataset, audit: HostSyncAudit | None = None, steps: int = 2, *
     return model
 
 
-def test_a_training_step_with_all_relation_matrices_never_waits_for_the_device(dataset):
-    """``relation_matrices="all"`` (what ``"auto"`` takes on CUDA): forward, loss, backward, Adam, CLUB step."""
+@pytest.mark.parametrize("core_dropout", [0.4, 0.0])
+def test_a_training_step_with_all_relation_matrices_never_waits_for_the_device(dataset, core_dropout, monkeypatch):
+    """``relation_matrices="all"`` (what ``"auto"`` takes on CUDA): forward, loss, backward, Adam, CLUB step.
+
+    Without core dropout (the fast recipes) the heads' contraction has no masks; on CUDA it then contracts chunks
+    of queries instead of counting each relation's queries on the host: that choice is made here as on CUDA.
+    """
+    monkeypatch.setattr(tucker, "_groups_on_the_host", lambda x: not torch.is_grad_enabled())
     audit = HostSyncAudit()
-    _trained_step(dataset, audit, relation_matrices="all")
+    _trained_step(dataset, audit, relation_matrices="all", core_dropout=core_dropout)
     assert not audit.sites, f"data-dependent operations in the training step: {dict(audit.sites)}"
+
+
+def test_without_core_dropout_the_cpu_counts_groups(dataset):
+    """On the CPU (no waiting) the mask-free contraction groups queries per relation: the audit sees the counts."""
+    audit = HostSyncAudit()
+    _trained_step(dataset, audit, relation_matrices="all", core_dropout=0.0)
+    assert {site for site, _ in audit.sites} == {"pykeen_momok/nn/tucker.py:_segments"}
 
 
 def test_the_audit_sees_the_batch_relations_unique(dataset):
@@ -104,17 +119,21 @@ def test_all_and_batch_relation_matrices_train_the_same(dataset):
     torch.testing.assert_close(scores[0], scores[1], rtol=1e-5, atol=1e-6)
 
 
-def test_relation_matrices_choice(dataset):
-    """``"auto"`` takes every relation's matrix only on CUDA; bad values name the choices."""
+def test_relation_matrices_choice(dataset, monkeypatch):
+    """``"auto"``: every relation's matrix only where reads wait (CUDA), for batches with at least as many queries
+    as relations, while all heads' matrices fit their budgets; ``"all"`` / ``"batch"`` always; bad values named."""
     model = MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, loss=MoMoKLoss())
     relations = torch.zeros(model.num_relations, dtype=torch.long)
     assert not model._all_relation_matrices(relations)  # CPU: torch.unique costs nothing to wait for
+    monkeypatch.setattr(model_module, "_reads_wait_for", lambda device: True)  # as on CUDA
+    assert model._all_relation_matrices(relations)
+    assert not model._all_relation_matrices(relations[1:])  # more relations than queries
+    for head in model.interaction.heads:  # d = 8: 256 bytes a float32 matrix
+        head.max_relation_matrix_bytes = model.num_relations * 8 * 8 * 4 - 1
+    assert not model._all_relation_matrices(relations)
     model.relation_matrices = "all"
     assert model._all_relation_matrices(relations[:1])
-    # "auto" takes every relation only while all heads' matrices fit their budgets (d = 8: 256 bytes a matrix)
-    assert model.interaction.relation_matrices_fit(model.num_relations)
-    for head in model.interaction.heads:
-        head.max_relation_matrix_bytes = model.num_relations * 8 * 8 * 4 - 1
-    assert not model.interaction.relation_matrices_fit(model.num_relations)
+    model.relation_matrices = "batch"
+    assert not model._all_relation_matrices(relations)
     with pytest.raises(ValueError, match=r"relation_matrices must be one of \('auto', 'batch', 'all'\)"):
         MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, relation_matrices="some")

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from pykeen_momok.nn import tucker
 from pykeen_momok.nn.tucker import (
     TuckerHead,
     _DistinctCoreContraction,
@@ -49,8 +50,10 @@ def _grads(out, inputs, seed=1):
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("chunk_size", [1, 4, 100])
-@pytest.mark.parametrize("p", [0.4, 0.0])
-def test_distinct_path_matches_oracle(dtype, tol, chunk_size, p):
+@pytest.mark.parametrize(("p", "grouped"), [(0.4, True), (0.0, True), (0.0, False)])
+def test_distinct_path_matches_oracle(dtype, tol, chunk_size, p, grouped, monkeypatch):
+    """``grouped=False``: without masks, chunks of queries as on CUDA in training (no host-side group counts)."""
+    monkeypatch.setattr(tucker, "_groups_on_the_host", lambda x: grouped)
     x, rel, W, ids = _problem(dtype)
     B, d = x.shape
     seed = 1234
@@ -66,6 +69,22 @@ def test_distinct_path_matches_oracle(dtype, tol, chunk_size, p):
     torch.testing.assert_close(z, expected, rtol=tol, atol=tol)
     for a, b in zip(_grads(z, (x, rel, W)), _grads(expected, (x, rel, W))):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(("p", "grouped"), [(0.4, True), (0.0, True), (0.0, False)])
+def test_distinct_path_with_relations_no_query_uses(p, grouped, monkeypatch):
+    """Matrices for every relation (``relation_matrices="all"``): unused rows get zero gradients, values unchanged."""
+    monkeypatch.setattr(tucker, "_groups_on_the_host", lambda x: grouped)
+    x, rel, W, ids = _problem(torch.float64, B=9, R=5)
+    ids = ids % 2  # only relations 0 and 1 occur; 2, 3, 4 have matrices nobody uses
+    matrices = torch.mm(rel, W.view(W.shape[0], -1)).view(-1, x.shape[1], x.shape[1])
+    z = fused_core_contraction(x, matrices, ids, p=p, training=True, seed=7, chunk_size=4)
+    masks = core_dropout_masks(7, x.shape[0], x.shape[1], p, chunk_size=4) if p > 0 else None
+    expected = per_query_core_contraction(x, rel[ids], W, masks, core_dropout_threshold(p)[2] if p > 0 else 1.0)
+    torch.testing.assert_close(z, expected, rtol=1e-12, atol=1e-12)
+    grad_rel = _grads(z, (rel,))[0]
+    torch.testing.assert_close(grad_rel, _grads(expected, (rel,))[0], rtol=1e-12, atol=1e-12)
+    assert torch.count_nonzero(grad_rel[2:]) == 0 and torch.count_nonzero(grad_rel[:2]) > 0
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])

@@ -198,13 +198,14 @@ class MoMoKInteraction(Interaction):
             return contextlib.nullcontext()
         return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
 
-    def relation_matrices_fit(self, count: int) -> bool:
+    def relation_matrices_fit(self, count: int, dtype: torch.dtype = torch.float32) -> bool:
         """Whether ``count`` relations' core matrices ``(count, d_m, d_m)`` fit every base head's byte budget.
 
         A head over its budget (:attr:`~pykeen_momok.nn.tucker.TuckerHead.max_relation_matrix_bytes`) contracts per
-        query instead (float32 sizes).
+        query instead. ``dtype``: the matrices' (the model's float dtype).
         """
-        return all(count * head.entity_dim**2 * 4 <= head.max_relation_matrix_bytes for head in self.heads)
+        size = torch.empty((), dtype=dtype).element_size()
+        return all(count * head.entity_dim**2 * size <= head.max_relation_matrix_bytes for head in self.heads)
 
     @property
     def num_heads(self) -> int:

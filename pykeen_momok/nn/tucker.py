@@ -352,11 +352,22 @@ def core_dropout_masks(
     return torch.cat(parts, dim=0)
 
 
+def _groups_on_the_host(x: torch.Tensor) -> bool:
+    """Whether the mask-free contraction groups the queries by relation on the host (one GEMM per relation).
+
+    Not on CUDA while gradients are recorded (training with a core dropout of 0): counting the groups
+    (``bincount(...).tolist()``) would make every training step wait for the device, so the queries are
+    contracted in chunks there, as with masks. Evaluation, and every other device, groups.
+    """
+    return x.device.type != "cuda" or not torch.is_grad_enabled()
+
+
 class _DistinctCoreContraction(torch.autograd.Function):
     """``z_b = scale * x_b @ (mask_b * M[index_b])`` in chunks; masks regenerated in backward.
 
-    Without masks (evaluation, or a core dropout of 0) there is nothing per query: the rows of each distinct
-    matrix are contracted with it in one GEMM ``(n_u, d) @ (d, d)``, in forward and backward alike.
+    Without masks there is nothing per query: with ``grouped`` the rows of each distinct matrix are contracted
+    with it in one GEMM ``(n_u, d) @ (d, d)``, in forward and backward alike (see :func:`_groups_on_the_host`);
+    without, in chunks of queries as with masks.
     """
 
     @staticmethod
@@ -369,22 +380,26 @@ class _DistinctCoreContraction(torch.autograd.Function):
         threshold: int | None,
         scale: float,
         chunk_size: int,
+        grouped: bool = True,
     ) -> torch.Tensor:
         num, dim = x.shape
         out = x.new_empty(num, dim)
-        if threshold is None:
+        grouped = grouped and threshold is None
+        if grouped:
             for u, rows in _segments(index, matrices.shape[0]):
                 out.index_copy_(0, rows, torch.mm(x.index_select(0, rows), matrices[u]))
         else:
-            generator = torch.Generator(device=x.device)
+            generator = torch.Generator(device=x.device) if threshold is not None else None
             for ci, lo, hi in _chunks(num, chunk_size):
                 m = matrices.index_select(0, index[lo:hi])
-                m.mul_(_chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device))
+                if generator is not None:
+                    m.mul_(_chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device))
                 torch.bmm(x[lo:hi].unsqueeze(1), m, out=out[lo:hi].unsqueeze(1))
         if scale != 1.0:
             out.mul_(scale)
         ctx.save_for_backward(x, matrices, index)
         ctx.seed, ctx.threshold, ctx.scale, ctx.chunk_size = seed, threshold, scale, chunk_size
+        ctx.grouped = grouped
         return out
 
     @staticmethod
@@ -403,29 +418,33 @@ class _DistinctCoreContraction(torch.autograd.Function):
             g = g * ctx.scale
         grad_x = torch.empty_like(x) if need_x else None
         grad_m = torch.zeros_like(matrices) if need_m else None
-        if threshold is None:
+        if ctx.grouped:
             for u, rows in _segments(index, matrices.shape[0]):
                 g_u = g.index_select(0, rows)
                 if need_x:
                     grad_x.index_copy_(0, rows, torch.mm(g_u, matrices[u].t()))
                 if need_m:
                     torch.mm(x.index_select(0, rows).t(), g_u, out=grad_m[u])
-            return grad_x, grad_m, None, None, None, None, None
-        generator = torch.Generator(device=x.device)
+            return grad_x, grad_m, None, None, None, None, None, None
+        generator = torch.Generator(device=x.device) if threshold is not None else None
         for ci, lo, hi in _chunks(num, ctx.chunk_size):
             idx = index[lo:hi]
-            keep = _chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
+            keep = None
+            if generator is not None:
+                keep = _chunk_keep_mask(generator, seed, ci, hi - lo, dim, threshold, x.device)
             g_c = g[lo:hi]
             if need_x:
                 m = matrices.index_select(0, idx)
-                m.mul_(keep)
+                if keep is not None:
+                    m.mul_(keep)
                 # grad_x_b = (mask_b * M_b) @ g_b
                 torch.bmm(m, g_c.unsqueeze(2), out=grad_x[lo:hi].unsqueeze(2))
             if need_m:
                 outer = x[lo:hi].unsqueeze(2) * g_c.unsqueeze(1)  # (c, d, d): x_b g_b^T
-                outer.mul_(keep)
+                if keep is not None:
+                    outer.mul_(keep)
                 grad_m.index_add_(0, idx, outer)
-        return grad_x, grad_m, None, None, None, None, None
+        return grad_x, grad_m, None, None, None, None, None, None
 
 
 class _PerQueryCoreContraction(torch.autograd.Function):
@@ -580,7 +599,9 @@ def _fused_core_contraction(x, matrices, index, p, training, seed, chunk_size, p
     x, matrices = _working_dtype(x, matrices)  # read autocast's state before it is switched off
     with autocast_disabled(x.device.type):
         if threshold is None:
-            return _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size), None
+            grouped = _groups_on_the_host(x)
+            z = _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size, grouped)
+            return z, None
         if path == "auto":
 
             def run(path_, seed__, leaves):
