@@ -35,15 +35,17 @@ from torch.utils.data import DataLoader
 __all__ = ["BatchedLCWAInstances", "BatchedLCWATrainingLoop", "collate_batched", "dense_targets"]
 
 #: keys of a batch of :class:`BatchedLCWAInstances` that describe its sparse target
-TARGET_KEYS = ("target_rows", "target_columns", "target_values", "num_targets")
+TARGET_KEYS = ("target_rows", "target_columns", "target_values", "target_row_pointer", "num_targets")
 
 
 class BatchedLCWAInstances(LCWAInstances):
     """:class:`~pykeen.triples.instances.LCWAInstances` that answer a whole batch of indices at once.
 
-    A batch is a dict: ``pairs`` ``(B, 2)`` long; the batch's positive targets as coordinates, ``target_rows``
-    ``(n,)`` (rows of the batch), ``target_columns`` ``(n,)`` and ``target_values`` ``(n,)`` float32 (the sparse
-    matrix's entries, 1 per distinct triple); ``num_targets`` (the target's width, ``E`` or ``R``); and
+    A batch is a dict: ``pairs`` ``(B, 2)`` long; the batch's positive targets as coordinates, row after row,
+    ``target_rows`` ``(n,)`` (rows of the batch), ``target_columns`` ``(n,)`` and ``target_values`` ``(n,)`` float32
+    (the sparse matrix's entries, 1 per distinct triple), ``target_row_pointer`` ``(B + 1,)`` (row ``i``'s entries
+    are ``[pointer[i], pointer[i + 1])``: sub-batches cut theirs on the host); ``num_targets`` (the target's width,
+    ``E`` or ``R``); and
     ``weights`` where a loss weighter is set, shaped as PyKEEN's per-item batches have them (``(B, 1)``, or
     ``(B, R)`` for a relation target).
     :func:`dense_targets` turns it into PyKEEN's batch (``pairs``, ``target`` ``(B, num_targets)``).
@@ -57,13 +59,15 @@ class BatchedLCWAInstances(LCWAInstances):
         starts = indptr[index]
         lengths = indptr[index + 1] - starts
         # the positions of the rows' entries in the CSR arrays, row after row, without a loop over rows
-        first = np.cumsum(lengths) - lengths
+        ends = np.cumsum(lengths)
+        first = ends - lengths
         positions = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
         batch: dict[str, Any] = dict(
             pairs=torch.from_numpy(pairs),
             target_rows=torch.from_numpy(np.repeat(np.arange(index.shape[0]), lengths)),
             target_columns=torch.from_numpy(self.compressed.indices[positions].astype(np.int64)),
             target_values=torch.from_numpy(self.compressed.data[positions].astype(np.float32)),
+            target_row_pointer=torch.from_numpy(np.concatenate([[0], ends]).astype(np.int64)),
             num_targets=int(self.compressed.shape[1]),
         )
         if self.loss_weighter is not None:
@@ -99,16 +103,34 @@ class BatchedLCWAInstances(LCWAInstances):
         raise ValueError(f"unknown target column {self.target!r}")  # pragma: no cover - PyKEEN allows no other
 
 
-def dense_targets(batch: Mapping[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
-    """PyKEEN's LCWA batch of a :class:`BatchedLCWAInstances` batch: ``target`` ``(B, num_targets)`` on ``device``.
+def dense_targets(
+    batch: Mapping[str, Any],
+    device: torch.device | str | None = None,
+    start: int | None = None,
+    stop: int | None = None,
+) -> dict[str, Any]:
+    """PyKEEN's LCWA batch of rows ``[start, stop)`` of a :class:`BatchedLCWAInstances` batch, its target on ``device``.
 
-    The coordinates travel to ``device`` (a few kilobytes) and are scattered there, so the dense target is
-    never built on the host. Other keys are kept as they are (PyKEEN moves ``pairs`` itself).
+    ``target`` is ``(stop - start, num_targets)``; ``pairs`` (and ``weights``) are cut to the same rows and stay
+    where they are (PyKEEN moves them). The coordinates travel to ``device`` (a few kilobytes, without waiting:
+    ``non_blocking``) and are scattered there, so no dense target is built on the host. A sub-batch's
+    coordinates are cut on the host through ``target_row_pointer`` (the whole batch's need no such read).
     """
-    rows, columns, values = (batch[key].to(device) for key in TARGET_KEYS[:3])
-    target = torch.zeros(batch["pairs"].shape[0], batch["num_targets"], dtype=torch.float32, device=device)
+    size = batch["pairs"].shape[0]
+    start, stop = 0 if start is None else start, size if stop is None else min(stop, size)  # as slicing does
+    rows, columns, values = (batch[key] for key in TARGET_KEYS[:3])
+    if (start, stop) != (0, size):
+        pointer = batch["target_row_pointer"]
+        lo, hi = int(pointer[start]), int(pointer[stop])
+        rows, columns, values = rows[lo:hi] - start, columns[lo:hi], values[lo:hi]
+    rows, columns, values = (x.to(device, non_blocking=True) for x in (rows, columns, values))
+    target = torch.zeros(stop - start, batch["num_targets"], dtype=torch.float32, device=device)
     target[rows, columns] = values
-    out = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
+    out = {
+        key: value[start:stop] if torch.is_tensor(value) else value
+        for key, value in batch.items()
+        if key not in TARGET_KEYS
+    }
     out["target"] = target
     return out
 
@@ -153,5 +175,7 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         slice_size: int | None = None,
     ) -> torch.Tensor:  # noqa: D102
         if "target" not in batch:  # a BatchedLCWAInstances batch (PyKEEN's own batches pass through)
-            batch = dense_targets(batch, self.device)
+            # only this (sub-)batch's rows get a dense target; PyKEEN then takes all of them
+            batch = dense_targets(batch, self.device, start, stop)
+            start, stop = 0, batch["pairs"].shape[0]
         return super()._process_batch(batch, start, stop, label_smoothing=label_smoothing, slice_size=slice_size)

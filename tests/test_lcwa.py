@@ -40,11 +40,14 @@ def test_a_batch_is_pykeens_batch(dataset, target, weighted):
     theirs = LCWAInstances.from_triples_factory(dataset.training, **options)
     generator = np.random.default_rng(0)
     for items in (generator.permutation(len(ours))[:97].tolist(), [0], [5, 5, 3], list(range(len(ours)))):
-        batch, expected = dense_targets(ours.__getitems__(items)), _pykeens_batch(theirs, items)
-        assert set(batch) == set(expected)
-        for key, value in expected.items():
-            assert batch[key].dtype == value.dtype, key
-            torch.testing.assert_close(batch[key], value, rtol=0, atol=0, msg=key)
+        sparse, expected = ours.__getitems__(items), _pykeens_batch(theirs, items)
+        # the whole batch, and a sub-batch of its rows as PyKEEN's sub-batching cuts them
+        for start, stop in ((None, None), (len(items) // 3, len(items) // 3 + 2), (len(items) - 1, len(items))):
+            batch = dense_targets(sparse, start=start, stop=stop)
+            assert set(batch) == set(expected)
+            for key, value in expected.items():
+                assert batch[key].dtype == value.dtype, key
+                torch.testing.assert_close(batch[key], value[start:stop], rtol=0, atol=0, msg=key)
 
 
 def test_duplicate_triples_count_as_pykeen_counts_them(dataset):
@@ -90,25 +93,49 @@ def test_trains_exactly_as_pykeens_lcwa_loop(dataset):
     )
 
 
-def test_sub_batches_and_worker_processes(dataset):
-    """Sub-batching (a model without BatchNorm) and a worker process (the collate function pickles)."""
-    runs = [
-        pipeline(
+def test_sub_batches_and_worker_processes(dataset, monkeypatch):
+    """Sub-batching (a model without BatchNorm) and a worker process (the collate function pickles).
+
+    Each sub-batch gets a dense target of its own rows only, as PyKEEN's loop moves only those to the device.
+    """
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+    original = LCWATrainingLoop._process_batch_static
+
+    def run(loop: str, workers: int):
+        seen = shapes[loop] = []
+
+        def recording(*args, **kwargs):
+            seen.append((kwargs["start"], kwargs["stop"], *kwargs["batch"]["target"].shape))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(LCWATrainingLoop, "_process_batch_static", staticmethod(recording))
+        return pipeline(
             dataset=dataset,
             model="DistMult",
             model_kwargs=dict(embedding_dim=8),
             loss="BCEWithLogits",
             training_loop=loop,
+            # without the memory optimisation, which would find that whole batches fit and drop the sub-batches
+            training_loop_kwargs=dict(automatic_memory_optimization=False),
             training_kwargs=dict(num_epochs=1, batch_size=64, sub_batch_size=16, num_workers=workers),
             evaluation_kwargs=dict(batch_size=256),
             random_seed=5,
             device="cpu",
         )
-        for loop, workers in (("lcwa", 0), ("batchedlcwa", 1))
-    ]
+
+    runs = [run("lcwa", 0), run("batchedlcwa", 1)]
     assert runs[0].losses == pytest.approx(runs[1].losses, rel=1e-6)
     for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+    num_entities = dataset.training.num_entities
+    # PyKEEN: the whole batch's target every time, cut to [start, stop) inside; ours: the sub-batch's rows only
+    assert {(start, stop) for start, stop, *_ in shapes["lcwa"]} >= {(0, 16), (16, 32), (32, 48), (48, 64)}
+    assert {tuple(shape) for *_, rows, width in shapes["lcwa"] for shape in [(rows, width)]} >= {(64, num_entities)}
+    assert len(shapes["batchedlcwa"]) == len(shapes["lcwa"])
+    assert all(
+        start == 0 and rows == stop <= 16 and width == num_entities
+        for start, stop, rows, width in shapes["batchedlcwa"]
+    )
 
 
 def test_a_sampler_is_refused(dataset):
