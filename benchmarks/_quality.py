@@ -190,7 +190,7 @@ def train_setup(
             setup["lr_scheduler"], setup.get("lr_scheduler_kwargs"), optimizer=optimizer
         )
     loop = training_loop_resolver.make(
-        setup.get("training_loop", "lcwa"),
+        setup.get("training_loop", "batchedlcwa"),
         setup.get("training_loop_kwargs"),
         model=model,
         triples_factory=training,
