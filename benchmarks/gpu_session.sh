@@ -137,7 +137,7 @@ if ((QUICK)); then
         --gemm-blocks 16x8x16x16)
     profile_configs=(momok-torch@4)
     train_args=(--configs momok-torch@4 momok-torch+batch@4 momok-torch+bf16@4 per-query@4 tucker@4 --repeats 1
-        --batches 1 --warmup 0 --no-memory --threads 1)
+        --batches 1 --warmup 0 --no-memory --threads 1 --validation-limit 20)
     sync_args=(--dim 16 --batch-size 64 --warmup 1 --threads 1)
     batch_args=(--batch-sizes 64 --repeats 1 --threads 1)
     quality_args=(--dataset SyntheticMMKG --epochs 2 --eval-every-epochs 1 --threads 1)
@@ -163,7 +163,7 @@ for name in $STEPS; do
         step tests 150 bash -c "set -o pipefail; $PY -m pytest -q -p no:cacheprovider -rs ${tests[*]} 2>&1 | tee $OUT/tests.log"
         ;;
     train_epoch)
-        step train_epoch 200 env PYKEEN_MOMOK_TUCKER_PATH=auto "$PY" benchmarks/train_epoch.py --device "$DEVICE" \
+        step train_epoch 260 env PYKEEN_MOMOK_TUCKER_PATH=auto "$PY" benchmarks/train_epoch.py --device "$DEVICE" \
             --dataset-dir "$DATA" "${train_args[@]}" --out "$RESULTS/train_epoch.json"
         ;;
     sync_check)

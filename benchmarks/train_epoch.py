@@ -152,6 +152,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--no-full-projection", action="store_true", help="skip timing the batches and one validation (full_min)"
     )
     parser.add_argument(
+        "--validation-limit",
+        type=int,
+        default=None,
+        help="validate on the first N validation triples only (a check of the script, not a measurement)",
+    )
+    parser.add_argument(
         "--memory-steps", type=int, default=2, help="training steps of a memory child (>= 2: Adam state)"
     )
     parser.add_argument("--memory-cap-gb", type=float, default=16.0, help="address-space cap of a memory child (CPU)")
@@ -352,7 +358,7 @@ def full_projection(args: argparse.Namespace, results, trainers, training, valid
             start = time.perf_counter()
             RankBasedEvaluator(filtered=True).evaluate(
                 model,
-                mapped_triples=validation.mapped_triples,
+                mapped_triples=validation.mapped_triples[: args.validation_limit],
                 additional_filter_triples=[training.mapped_triples],
                 batch_size=512,
                 device=device,
@@ -368,6 +374,7 @@ def full_projection(args: argparse.Namespace, results, trainers, training, valid
         result["batch_build_s"] = build_s[result["batch_size"]]
         result["validation_s"] = validation_s[id(trainers[config])]
         result["eval_every"] = args.eval_every
+        result["validation_triples"] = int(validation.mapped_triples[: args.validation_limit].shape[0])
         result["full_min"] = (
             args.projection_epochs * (result["epoch_s"] + batches * result["batch_build_s"])
             + evaluations * result["validation_s"]
