@@ -279,6 +279,18 @@ def _dataset_options(function):
     return function
 
 
+def _train_out_options(function):
+    """``-o/--out`` and ``--overwrite`` of a command that writes a trained folder (``train``, the Lightning one)."""
+    function = click.option("--overwrite", is_flag=True, help="replace a trained model already in --out.")(function)
+    return click.option(
+        "-o",
+        "--out",
+        required=True,
+        type=click.Path(path_type=pathlib.Path),
+        help="the results folder to write (created if needed).",
+    )(function)
+
+
 _verbose_option = click.option(
     "-v", "--verbose", is_flag=True, help="show PyKEEN's INFO log messages (default: warnings only)."
 )
@@ -656,14 +668,7 @@ def _started_callback():
 )
 @_threads_option
 @_progress_option
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(path_type=pathlib.Path),
-    help="the results folder to write (created if needed).",
-)
-@click.option("--overwrite", is_flag=True, help="replace a trained model already in --out.")
+@_train_out_options
 @_verbose_option
 def train(
     dataset,

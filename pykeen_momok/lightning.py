@@ -86,6 +86,7 @@ from .cli import (
     _set_logging,
     _set_threads,
     _spec_option,
+    _train_out_options,
 )
 from .lcwa import BatchedLCWAInstances, collate_batched, dense_targets
 from .predict import CLI_FILE, CLI_FILE_VERSION, METRICS
@@ -986,14 +987,7 @@ class _LightningPipelineResult(PipelineResult):
     help="torch CPU threads per process; 0 leaves the default.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Lightning's progress bar.")
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(path_type=pathlib.Path),
-    help="the results folder to write (created if needed).",
-)
-@click.option("--overwrite", is_flag=True, help="replace a trained model already in --out.")
+@_train_out_options
 @click.option("-v", "--verbose", is_flag=True, help="show PyKEEN's INFO log messages.")
 def command(
     config,
