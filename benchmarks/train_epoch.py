@@ -65,7 +65,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from pykeen_momok.nn.interaction import AUTOCAST_DTYPES  # noqa: E402
+from pykeen_momok.nn.interaction import autocast_dtype_named  # noqa: E402
 
 import _common as common  # noqa: E402
 
@@ -120,7 +120,7 @@ def switch(model, kind: str) -> None:
     chosen = dict(MOMOK_OPTIONS[o] for o in options)
     model.relation_matrices = chosen.get("relation_matrices", "auto")
     dtype = chosen.get("autocast_dtype")
-    model.interaction.autocast_dtype = None if dtype is None else AUTOCAST_DTYPES[dtype]
+    model.interaction.autocast_dtype = autocast_dtype_named(dtype)
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -45,9 +45,8 @@ class BatchedLCWAInstances(LCWAInstances):
     ``target_rows`` ``(n,)`` (rows of the batch), ``target_columns`` ``(n,)`` and ``target_values`` ``(n,)`` float32
     (the sparse matrix's entries, 1 per distinct triple), ``target_row_pointer`` ``(B + 1,)`` (row ``i``'s entries
     are ``[pointer[i], pointer[i + 1])``: sub-batches cut theirs on the host); ``num_targets`` (the target's width,
-    ``E`` or ``R``); and
-    ``weights`` where a loss weighter is set, shaped as PyKEEN's per-item batches have them (``(B, 1)``, or
-    ``(B, R)`` for a relation target).
+    ``E`` or ``R``); and ``weights`` where a loss weighter is set, shaped as PyKEEN's per-item batches have them
+    (``(B, 1)``, or ``(B, R)`` for a relation target).
     :func:`dense_targets` turns it into PyKEEN's batch (``pairs``, ``target`` ``(B, num_targets)``).
     """
 

@@ -25,8 +25,8 @@ from torch.utils.checkpoint import checkpoint
 from .losses import HeadLogitsRecord, MoMoKLoss
 from .nn.adapters import FeatureTableInitializer, LinearAdapter, ModalityAdapter, PoolingAdapter
 from .nn.experts import EXPERT_INITS
-from .nn.interaction import AUTOCAST_DTYPES, MoMoKInteraction, full_precision
-from .nn.tucker import autocast_state
+from .nn.interaction import MoMoKInteraction, autocast_dtype_named, full_precision
+from .nn.tucker import autocast_state, reads_wait_for_device
 from .training import MutualInformationTerm
 from .triples import MultiModalTriplesFactory
 
@@ -50,11 +50,6 @@ _HINT = (
     "training_loop='batchedlcwa') "
     "(see pykeen_momok.RECOMMENDED_PIPELINE_KWARGS)."
 )
-
-
-def _reads_wait_for(device: torch.device) -> bool:
-    """Whether the host reading tensor data on ``device`` (``torch.unique``'s size, ``.item()``) waits for it: CUDA."""
-    return device.type == "cuda"
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -123,12 +118,7 @@ def _check_parameters(
         raise ValueError(f"expert_init must be one of {EXPERT_INITS}, got {expert_init!r}")
     if relation_matrices not in RELATION_MATRICES:
         raise ValueError(f"relation_matrices must be one of {RELATION_MATRICES}, got {relation_matrices!r}")
-    if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
-        raise ValueError(
-            f"autocast_dtype must be None (float32, the reference) or one of {sorted(AUTOCAST_DTYPES)}, got "
-            f"{autocast_dtype!r}; float16 is not offered: it needs a gradient scaler, which PyKEEN's training loops "
-            "do not have"
-        )
+    autocast_dtype_named(autocast_dtype)
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -269,8 +259,8 @@ class MoMoK(ERModel):
             every head's matrices for all of them fit its byte budget, else ``"batch"``); see
             :data:`RELATION_MATRICES`. Scores, masks and gradients are the same.
         :param autocast_dtype: ``"bfloat16"``: training forwards under bfloat16 autocast (a training-recipe
-            option, not the paper's: float32 master weights, float32 logits into the loss, the CLUB penalty and
-            evaluation in float32); ``None`` (default): float32 throughout, as the reference
+            option, not the paper's: float32 master weights, the logits cast to float32 for the loss, the CLUB
+            penalty and evaluation in float32); ``None`` (default): float32 throughout, as the reference
         :param kwargs: passed to :class:`~pykeen.models.ERModel` (``loss``, ``random_seed``, ...)
         :raises ValueError: for a parameter outside its range (the message states the range), without inverse
             triples, or for unknown modality names or adapters
@@ -422,7 +412,7 @@ class MoMoK(ERModel):
         """Whether a batch with these relation ids builds every relation's core matrix (see ``relation_matrices``)."""
         if self.relation_matrices == "auto":
             return (
-                _reads_wait_for(relations.device)
+                reads_wait_for_device(relations.device)
                 and self.num_relations <= relations.shape[0]
                 # where every relation's matrices would not fit, a head contracts per query instead: slower
                 and self.interaction.relation_matrices_fit(self.num_relations, self.interaction.heads[0].core.dtype)

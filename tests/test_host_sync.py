@@ -125,7 +125,7 @@ def test_relation_matrices_choice(dataset, monkeypatch):
     model = MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, loss=MoMoKLoss())
     relations = torch.zeros(model.num_relations, dtype=torch.long)
     assert not model._all_relation_matrices(relations)  # CPU: torch.unique costs nothing to wait for
-    monkeypatch.setattr(model_module, "_reads_wait_for", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(model_module, "reads_wait_for_device", lambda device: True)  # as on CUDA
     assert model._all_relation_matrices(relations)
     assert not model._all_relation_matrices(relations[1:])  # more relations than queries
     for head in model.interaction.heads:  # d = 8: 256 bytes a float32 matrix

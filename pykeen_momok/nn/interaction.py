@@ -13,7 +13,7 @@ from .experts import ModalityExperts
 from .fusion import ModalityFusion
 from .tucker import TuckerHead
 
-__all__ = ["AUTOCAST_DTYPES", "MoMoKInteraction", "full_precision", "joint_decision"]
+__all__ = ["AUTOCAST_DTYPES", "MoMoKInteraction", "autocast_dtype_named", "full_precision", "joint_decision"]
 
 #: the dtypes a training forward may autocast to (``MoMoKInteraction(autocast_dtype=...)``), by name. Not float16:
 #: it needs a gradient scaler, which PyKEEN's training loops do not have.
@@ -32,6 +32,19 @@ def joint_decision(head_logits: torch.Tensor) -> torch.Tensor:
 #: shape letters of the non-structural modalities' working vectors (``d`` is the structure's and the joint
 #: dimension, ``r`` the per-modality relation dimension, ``s`` the size-1 temperature logit)
 MODALITY_SHAPE_LETTERS = "efghijklmnopquvwxyzabc"
+
+
+def autocast_dtype_named(name: str | None) -> torch.dtype | None:
+    """The dtype of ``autocast_dtype=name`` (``None``: float32, no autocast), checked.
+
+    :raises ValueError: naming the choices, for any other value
+    """
+    if name is not None and name not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"autocast_dtype must be None (float32, the reference) or one of {sorted(AUTOCAST_DTYPES)}, got {name!r}; "
+            "float16 is not offered: it needs a gradient scaler, which PyKEEN's training loops do not have"
+        )
+    return None if name is None else AUTOCAST_DTYPES[name]
 
 
 def full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -144,21 +157,12 @@ class MoMoKInteraction(Interaction):
         :param core_contraction_path: ``"auto"``, ``"torch"`` or ``"triton"`` for every Tucker head's masked core
             contraction (see :mod:`pykeen_momok.nn.tucker`); ``None``: the process-wide setting
         :param autocast_dtype: ``"bfloat16"``: training forwards run under :func:`torch.autocast` to it (weights
-            stay float32, logits come out float32); ``None`` (default, the reference): float32 throughout.
+            stay float32, logits are cast to float32); ``None`` (default, the reference): float32 throughout.
             Evaluation is always float32: bfloat16 keeps 8 significant bits, so near scores would tie in the ranks.
         :raises ValueError: for more modalities than there are shape letters, or an unknown ``autocast_dtype``
         """
         super().__init__()
-        if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
-            raise ValueError(
-                f"autocast_dtype must be None (float32) or one of {sorted(AUTOCAST_DTYPES)}, got {autocast_dtype!r}"
-                + (
-                    " (float16 needs a gradient scaler, which PyKEEN's training loops do not have)"
-                    if autocast_dtype in ("float16", "fp16", "half", torch.float16)
-                    else ""
-                )
-            )
-        self.autocast_dtype = None if autocast_dtype is None else AUTOCAST_DTYPES[autocast_dtype]
+        self.autocast_dtype = autocast_dtype_named(autocast_dtype)
         if len(modality_dims) > len(MODALITY_SHAPE_LETTERS):
             raise ValueError(f"at most {len(MODALITY_SHAPE_LETTERS)} feature modalities, got {len(modality_dims)}")
         self.dims = [entity_dim, *modality_dims]

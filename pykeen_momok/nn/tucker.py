@@ -77,6 +77,7 @@ __all__ = [
     "autocast_state",
     "core_contraction_choices",
     "get_core_contraction_path",
+    "reads_wait_for_device",
     "set_core_contraction_path",
     "core_dropout_threshold",
     "core_dropout_masks",
@@ -352,6 +353,11 @@ def core_dropout_masks(
     return torch.cat(parts, dim=0)
 
 
+def reads_wait_for_device(device: torch.device) -> bool:
+    """Whether the host reading tensor data on ``device`` (``torch.unique``'s size, ``.item()``) waits for it: CUDA."""
+    return device.type == "cuda"
+
+
 def _groups_on_the_host(x: torch.Tensor) -> bool:
     """Whether the mask-free contraction groups the queries by relation on the host (one GEMM per relation).
 
@@ -359,7 +365,7 @@ def _groups_on_the_host(x: torch.Tensor) -> bool:
     (``bincount(...).tolist()``) would make every training step wait for the device, so the queries are
     contracted in chunks there, as with masks. Evaluation, and every other device, groups.
     """
-    return x.device.type != "cuda" or not torch.is_grad_enabled()
+    return not reads_wait_for_device(x.device) or not torch.is_grad_enabled()
 
 
 class _DistinctCoreContraction(torch.autograd.Function):
