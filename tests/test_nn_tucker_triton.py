@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -38,6 +40,10 @@ from test_model_oracle import tiny as tiny_graph  # noqa: E402,F401  (a fixture,
 from test_nn_tucker import _grads, _problem, per_query_core_contraction  # noqa: E402
 
 from pykeen_momok.nn import tucker_triton  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from _host_sync import HostSyncAudit  # noqa: E402
 
 P = 0.4
 DROP_LEVELS = round(P * 65536)
@@ -128,7 +134,7 @@ def test_mask_rate_is_p_eff(device):
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("piece", [64, 2])  # one piece per relation (written in place) / split + ordered sum
+@pytest.mark.parametrize("piece", [64, 2])  # one piece per relation / split + ordered sum
 def test_kernel_matches_per_query_oracle(device, monkeypatch, dtype, tol, piece):
     """Values and gradients of x, the relation vectors and the core: the oracle fed with the kernel's masks."""
     monkeypatch.setattr(tucker_triton, "DEFAULT_BLOCKS", tucker_triton.TritonBlockSizes(**SMALL_BLOCKS, piece=piece))
@@ -230,6 +236,65 @@ def test_kernel_saves_no_batch_sized_tensor_and_is_deterministic(device):
         runs.append((z.detach(), *_grads(z, (x, rel, W))))
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)  # no atomics: bitwise reproducible
+
+
+def _pieces_on_the_host(index: torch.Tensor, num_groups: int, piece: int):
+    """The piece tables as a Python loop over the relations' counts builds them (what the kernels once took)."""
+    counts = torch.bincount(index, minlength=num_groups).tolist()
+    starts, ends, first, position = [], [], [0], 0
+    for count in counts:
+        for lo in range(0, count, piece):
+            starts.append(position + lo)
+            ends.append(position + min(lo + piece, count))
+        position += count
+        first.append(len(starts))
+    return torch.tensor(starts), torch.tensor(ends), torch.tensor(first)
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 64])
+@pytest.mark.parametrize(
+    ("index", "num_groups"),
+    [
+        ([3, 0, 3, 3, 0, 4, 3], 5),  # 1 and 2 absent
+        ([0, 0, 0, 0, 0], 3),  # the last relations absent: the empty slots start past the last present one
+        ([2, 1, 0, 1, 2, 2, 2, 1], 3),
+        ([0], 1),
+        (torch.randint(0, 6, (23,), generator=torch.Generator().manual_seed(1)).tolist(), 8),
+    ],
+)
+def test_piece_tables_are_built_on_the_device_in_slots_the_host_knows(index, num_groups, piece):
+    """The tables of the Python loop, then empty slots; their number depends on ``B``, ``U`` and ``piece`` only."""
+    index = torch.tensor(index)
+    order, starts, ends, first = tucker_triton._pieces(index, num_groups, piece)
+    expected_starts, expected_ends, expected_first = _pieces_on_the_host(index, num_groups, piece)
+    B, m, n = len(index), min(num_groups, len(index)), len(expected_starts)
+    assert all(t.dtype == torch.int64 for t in (order, starts, ends, first))
+    assert torch.equal(order, torch.argsort(index, stable=True))
+    assert starts.shape == ends.shape == (m + (B - m) // piece,) and n <= starts.shape[0] <= B
+    assert torch.equal(first, expected_first)
+    assert torch.equal(starts[:n], expected_starts) and torch.equal(ends[:n], expected_ends)
+    assert torch.equal(starts[n:], ends[n:])  # empty: the dM kernel writes zeros there, and nobody reads them
+
+
+def test_distinct_contraction_asks_nothing_of_the_data_on_the_host(device):
+    """Forward and backward of the distinct-relation kernels: no data-dependent operation (on a GPU, no wait)."""
+    g = torch.Generator().manual_seed(5)
+    B, d, U, seed = 9, 8, 5, 7
+    x = torch.randn(B, d, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    matrices = torch.randn(U, d, d, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    index = torch.tensor([4, 0, 4, 4, 1, 4, 0, 4, 4], device=device)  # 2, 3 absent; 4 spans three pieces
+    blocks = tucker_triton.TritonBlockSizes(**SMALL_BLOCKS, piece=3)
+    audit = HostSyncAudit()
+    with audit:
+        z = tucker_triton.triton_core_contraction(x, matrices, index, seed, DROP_LEVELS, blocks)
+        grads = torch.autograd.grad(z.square().sum(), (x, matrices))
+    assert not audit.sites, f"data-dependent operations: {dict(audit.sites)}"
+    masks = tucker_triton.triton_core_dropout_masks(seed, B, d, DROP_LEVELS, device=device)
+    expected = torch.stack([x[b] @ (matrices[index[b]] * masks[b]) for b in range(B)])
+    torch.testing.assert_close(z, expected)
+    for a, b in zip(grads, torch.autograd.grad(expected.square().sum(), (x, matrices)), strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.count_nonzero(grads[1][2:4]) == 0
 
 
 def test_without_masks_every_path_is_the_same_gemm(device):
@@ -427,7 +492,7 @@ from triton.compiler import ASTSource
 from pykeen_momok.nn import tucker_triton as tt
 
 assert not tt.INTERPRETED
-INDEX_POINTERS = {"index_ptr", "order_ptr", "piece_start_ptr", "piece_end_ptr", "piece_row_ptr", "first_piece_ptr"}
+INDEX_POINTERS = {"index_ptr", "order_ptr", "piece_start_ptr", "piece_end_ptr", "first_piece_ptr"}
 TILES = dict(BLOCK_Q=2, BLOCK_I=32, BLOCK_J=32, BLOCK=1024)
 GEMM_TILES = dict(BLOCK_Q=32, BLOCK_I=8, BLOCK_J=32, BLOCK_K=32)
 

@@ -18,9 +18,12 @@ depend only on the seed, the query's row in the batch, ``d`` and the entry: not 
 
 Determinism: no atomics. ``dM`` is a per-relation reduction: the queries are sorted by relation (stable), each
 relation's queries are cut into pieces of at most :attr:`TritonBlockSizes.piece` queries, each piece is summed
-in query order by one program, and the pieces of a relation are added in order by a second kernel (skipped when
-every relation fits one piece). Under a fixed seed, forward and backward are bitwise reproducible on one device
-and block configuration.
+in query order by one program, and the pieces of a relation are added in order by a second kernel. Under a fixed
+seed, forward and backward are bitwise reproducible on one device and block configuration.
+
+No host waits: the piece tables are built on the device (sort, ``searchsorted``, ``cumsum``) into a number of
+slots the host knows from the shapes alone (:func:`_pieces`), so nothing in forward or backward reads tensor data
+on the host and the launches of a training step can be queued ahead of the device.
 
 This module imports ``triton`` when it is itself imported; :mod:`pykeen_momok.nn.tucker` imports it only when
 the Triton path is asked for (or timed by the ``"auto"`` choice on CUDA), so the package works without triton.
@@ -222,21 +225,21 @@ if triton is not None:
 
     @triton.jit
     def _grad_m_kernel(
-        x_ptr, g_ptr, order_ptr, piece_start_ptr, piece_end_ptr, piece_row_ptr, out_ptr, dim, seed, drop_levels,
+        x_ptr, g_ptr, order_ptr, piece_start_ptr, piece_end_ptr, out_ptr, dim, seed, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
     ):  # fmt: skip
-        """``out[row_p, i, j] = sum_{b in piece p} keep_b[i, j] x[b, i] g[b, j]``, queries in order.
+        """``out[p, i, j] = sum_{b in piece p} keep_b[i, j] x[b, i] g[b, j]``, queries in order.
 
-        Grid ``(P, cdiv(d, BI), cdiv(d, BJ))``; piece ``p`` covers ``order[start_p:end_p]`` (queries of one relation).
+        Grid ``(P, cdiv(d, BI), cdiv(d, BJ))``; piece ``p`` covers ``order[start_p:end_p]`` (queries of one relation;
+        none where ``start_p = end_p``: the slot then gets zeros).
         """
-        p = tl.program_id(0)
+        p = tl.program_id(0).to(tl.int64)
         i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
         j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
         i_ok = i < dim
         j_ok = j < dim
         start = tl.load(piece_start_ptr + p)
         end = tl.load(piece_end_ptr + p)
-        row = tl.load(piece_row_ptr + p).to(tl.int64)
         acc = tl.zeros((BLOCK_I, BLOCK_J), dtype=ACC)
         for s in range(start, end, BLOCK_Q):
             pos = s + tl.arange(0, BLOCK_Q)
@@ -247,7 +250,7 @@ if triton is not None:
             keep = _keep_tile(seed, q, i, j, dim, drop_levels)
             outer = xs.to(ACC)[:, :, None] * gs.to(ACC)[:, None, :]
             acc += tl.sum(tl.where(keep, outer, 0.0), axis=0)
-        out = out_ptr + (row * dim + i[:, None]) * dim + j[None, :]
+        out = out_ptr + (p * dim + i[:, None]) * dim + j[None, :]
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=i_ok[:, None] & j_ok[None, :])
 
     @triton.jit
@@ -468,30 +471,40 @@ def triton_core_dropout_masks(
 
 
 def _pieces(index: torch.Tensor, num_groups: int, piece: int):
-    """Cut the queries of each relation into pieces of at most ``piece`` queries.
+    """Cut the queries of each relation into pieces of at most ``piece`` queries, on ``index``'s device.
 
-    :return: ``(order, starts, ends, relation_of_piece, first_piece, single)``: ``order`` sorts the queries by
-        relation (stable); piece ``p`` covers ``order[starts[p]:ends[p]]`` and belongs to relation
-        ``relation_of_piece[p]``; relation ``u``'s pieces are ``first_piece[u]:first_piece[u + 1]``; ``single``:
-        no relation has more than one piece
+    The tables have ``P`` slots, a number known from the shapes alone, so that no operation waits for the device
+    (the counts stay there): a relation with ``c_u > 0`` queries has ``ceil(c_u / piece) = 1 + (c_u - 1) // piece``
+    pieces, so the ``U'`` relations present have at most ``U' + (B - U') // piece`` pieces, which grows with
+    ``U' <= m = min(U, B)``: ``P = m + (B - m) // piece <= B`` (``>= 1`` for ``B >= 1``). The slots past the real
+    number of pieces are empty (``start = end``) and lie in no relation's range.
+
+    :param index: ``(B,)`` int64, values in ``[0, U)``
+    :param num_groups: ``U``
+    :param piece: the most queries of one piece, ``>= 1``
+    :return: ``(order, starts, ends, first_piece)``: ``order`` (``(B,)``) sorts the queries by relation (stable);
+        piece ``p`` (``P`` slots, ``starts`` and ``ends`` ``(P,)``) covers ``order[starts[p]:ends[p]]``, queries
+        of one relation; relation ``u``'s pieces are ``first_piece[u]:first_piece[u + 1]`` (``(U + 1,)``), in
+        query order. All int64.
     """
-    order = torch.argsort(index, stable=True)
-    counts = torch.bincount(index, minlength=num_groups).tolist()  # one device sync, as torch.unique has before
-    starts, ends, relation, first = [], [], [], [0]
-    position = 0
-    for u, count in enumerate(counts):
-        for lo in range(0, count, piece):
-            starts.append(position + lo)
-            ends.append(position + min(lo + piece, count))
-            relation.append(u)
-        position += count
-        first.append(len(starts))
-
-    def tensor(values):
-        return torch.tensor(values, dtype=torch.int64).to(index.device, non_blocking=True)
-
-    single = all(count <= piece for count in counts)
-    return order, tensor(starts), tensor(ends), tensor(relation), tensor(first), single
+    num = index.shape[0]
+    present = min(num_groups, num)
+    num_slots = present + (num - present) // piece
+    device = index.device
+    sorted_index, order = torch.sort(index, stable=True)
+    # offset[u]: relation u's first sorted position (offset[U] = B); not bincount, whose output size is
+    # max(index) + 1: the host would read it
+    offset = torch.searchsorted(sorted_index, torch.arange(num_groups + 1, dtype=torch.int64, device=device))
+    pieces_per = (offset.diff() + (piece - 1)) // piece
+    first = torch.zeros(num_groups + 1, dtype=torch.int64, device=device)
+    torch.cumsum(pieces_per, dim=0, out=first[1:])
+    slot = torch.arange(num_slots, dtype=torch.int64, device=device)
+    # the u with first[u] <= slot < first[u + 1] (the last of equal bounds: a relation that has pieces); slots past
+    # first[U] land on U, clamped to the last relation, past whose queries they start: empty below
+    relation = (torch.searchsorted(first, slot, right=True) - 1).clamp_(max=num_groups - 1)
+    lo = offset[relation] + (slot - first[relation]) * piece
+    hi = offset[relation + 1]
+    return order, torch.minimum(lo, hi), torch.minimum(lo + piece, hi), first
 
 
 class _TritonDistinctCoreContraction(torch.autograd.Function):
@@ -526,9 +539,10 @@ class _TritonDistinctCoreContraction(torch.autograd.Function):
             if num:
                 _launch_product(g, matrices, index, grad_x, seed, drop_levels, blocks, transposed=True)
         if need_m:
-            grad_m = torch.zeros_like(matrices)
             if num:
-                grad_m = _grad_matrices(x, g, index, matrices.shape[0], seed, drop_levels, blocks, grad_m)
+                grad_m = _grad_matrices(x, g, index, matrices.shape[0], seed, drop_levels, blocks)
+            else:
+                grad_m = torch.zeros_like(matrices)
         return grad_x, grad_m, None, None, None, None
 
 
@@ -542,28 +556,36 @@ def _launch_product(v, matrices, index, out, seed, drop_levels, blocks, transpos
     )  # fmt: skip
 
 
-def _grad_matrices(x, g, index, num_groups, seed, drop_levels, blocks, grad_m):
-    """``dM_u = sum_{b: u(b) = u} keep_b * x_b g_b^T`` by relation, deterministic (see the module docstring)."""
+def _grad_matrices(x, g, index, num_groups, seed, drop_levels, blocks) -> torch.Tensor:
+    """``dM_u = sum_{b: u(b) = u} keep_b * x_b g_b^T`` by relation, deterministic (see the module docstring).
+
+    Every piece's sum goes to a ``(P, d, d)`` buffer in the accumulator dtype (float64 for float64 inputs, else
+    float32), ``P <= min(U, B) + B // piece`` (:func:`_pieces`): at most ``U + B // piece`` matrices of ``d x d``,
+    grad_m's count plus ``B // piece`` (float32 for 16-bit inputs: twice their bytes per matrix). A relation of
+    one piece could be written in place, but knowing which ones are needs the counts on the host; the detour
+    changes no bit (its one partial is cast once, as it was).
+
+    :param x: ``(B, d)``, ``B >= 1``
+    :param g: ``(B, d)``, the gradient of the unscaled output
+    :param index: ``(B,)`` int64
+    :param num_groups: ``U``
+    :return: ``(U, d, d)`` in ``x``'s dtype; zero for relations without queries
+    """
     dim = x.shape[1]
-    order, starts, ends, relation, first, single = _pieces(index, num_groups, blocks.piece)
-    num_pieces = int(starts.shape[0])
-    if single:  # each piece is a whole relation: write its sum in place
-        target, rows = grad_m, relation
-    else:  # partial sums per piece in the accumulator dtype, added per relation in order below
-        acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        target = torch.empty(num_pieces, dim, dim, dtype=acc_dtype, device=x.device)
-        rows = torch.arange(num_pieces, dtype=torch.int64, device=x.device)
-    grid = (num_pieces, triton.cdiv(dim, blocks.row), triton.cdiv(dim, blocks.col))
+    order, starts, ends, first = _pieces(index, num_groups, blocks.piece)
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    partial = torch.empty(starts.shape[0], dim, dim, dtype=acc_dtype, device=x.device)
+    grid = (starts.shape[0], triton.cdiv(dim, blocks.row), triton.cdiv(dim, blocks.col))
     _grad_m_kernel[grid](
-        x, g, order, starts, ends, rows, target, dim, seed, drop_levels,
+        x, g, order, starts, ends, partial, dim, seed, drop_levels,
         BLOCK_Q=blocks.query, BLOCK_I=blocks.row, BLOCK_J=blocks.col, ACC=_accumulator(x.dtype),
         num_warps=blocks.num_warps,
     )  # fmt: skip
-    if not single:
-        block = 1024
-        _sum_pieces_kernel[(num_groups, triton.cdiv(dim * dim, block))](
-            target, first, grad_m, dim * dim, BLOCK=block, ACC=_accumulator(x.dtype), num_warps=blocks.num_warps
-        )
+    grad_m = torch.empty(num_groups, dim, dim, dtype=x.dtype, device=x.device)  # every row written below
+    block = 1024
+    _sum_pieces_kernel[(num_groups, triton.cdiv(dim * dim, block))](
+        partial, first, grad_m, dim * dim, BLOCK=block, ACC=_accumulator(x.dtype), num_warps=blocks.num_warps
+    )
     return grad_m
 
 
