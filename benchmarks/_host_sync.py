@@ -8,8 +8,10 @@ frame that asked for it. ``.tolist()`` of a CPU tensor bypasses the dispatcher, 
 :meth:`torch.Tensor.tolist`. On CUDA, ``torch.cuda.set_sync_debug_mode`` sees the real waits
 (``benchmarks/sync_check.py`` uses both).
 
-What PyTorch and PyKEEN do themselves is left out: PyKEEN's LCWA loop calls ``torch.isfinite(loss)`` and
-``loss.item()`` once per batch, and Adam reads its CPU step counters.
+What PyTorch does itself is left out (Adam and the data loader's sampler read CPU tensors). PyKEEN's own
+operations are left out unless asked for (``HostSyncAudit(packages=(pykeen_momok, pykeen))``): its LCWA loop
+calls ``torch.isfinite(loss)`` and ``loss.item()`` once per batch, unless
+``BatchedLCWATrainingLoop(read_loss="epoch")``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import collections
 import pathlib
 import sys
+import types
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -25,8 +28,9 @@ import pykeen_momok
 
 __all__ = ["DATA_DEPENDENT", "HOST_SIDE", "HostSyncAudit"]
 
-PACKAGE = pathlib.Path(pykeen_momok.__file__).resolve().parent
+PACKAGE = pathlib.Path(pykeen_momok.__file__).resolve().parent  # the default package audited
 TORCH_OPTIM = pathlib.Path(torch.optim.__file__).resolve().parent
+TORCH_DATA = pathlib.Path(torch.utils.data.__file__).resolve().parent
 
 #: aten operations whose output size or value depends on tensor data: on CUDA each waits for the device
 DATA_DEPENDENT = frozenset(
@@ -52,33 +56,36 @@ DATA_DEPENDENT = frozenset(
 HOST_SIDE = frozenset({"pykeen_momok/nn/tucker.py:draw_core_seed", "pykeen_momok/nn/club.py:_pairs"})
 
 
-def _our_frame() -> str | None:
-    """``file:function`` of the innermost frame in pykeen_momok, or None when the operation is not ours.
+def _audited_frame(packages: tuple[pathlib.Path, ...]) -> str | None:
+    """``file:function`` of the innermost frame in one of ``packages``, or None when the operation is not theirs.
 
-    Operations inside :mod:`torch.optim` are PyTorch's (Adam reads its step counters, CPU tensors, with ``.item()``),
-    also when our code called the optimiser.
+    Operations inside :mod:`torch.optim` and :mod:`torch.utils.data` are PyTorch's, on CPU tensors, also when
+    audited code called them: Adam reads its step counters with ``.item()``, the data loader's shuffling sampler
+    draws its seed with ``.item()`` and its order with ``.tolist()``.
     """
     frame = sys._getframe(2)
     while frame is not None:
         path = pathlib.Path(frame.f_code.co_filename)
-        if TORCH_OPTIM in path.parents:
+        if TORCH_OPTIM in path.parents or TORCH_DATA in path.parents:
             return None
-        if PACKAGE in path.parents:
-            return f"{path.relative_to(PACKAGE.parent)}:{frame.f_code.co_name}"
+        for package in packages:
+            if package in path.parents:
+                return f"{path.relative_to(package.parent)}:{frame.f_code.co_name}"
         frame = frame.f_back
     return None
 
 
 class HostSyncAudit(TorchDispatchMode):
-    """Counts data-dependent operations by the pykeen_momok function that asked for them."""
+    """Counts data-dependent operations by the function (of ``packages``: pykeen_momok's) that asked for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, packages: tuple[types.ModuleType, ...] = (pykeen_momok,)) -> None:
         super().__init__()
         self.sites: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._packages = tuple(pathlib.Path(package.__file__).resolve().parent for package in packages)
         self._tolist = torch.Tensor.tolist
 
     def _note(self, operation: str) -> None:
-        site = _our_frame()
+        site = _audited_frame(self._packages)
         if site is not None and site not in HOST_SIDE:
             self.sites[site, operation] += 1
 

@@ -14,10 +14,12 @@ import sys
 import pytest
 import torch
 from pykeen.training import LCWATrainingLoop
+from pykeen.training.callbacks import TrainingCallback
 from pykeen.triples.instances import LCWAInstances
 
 from pykeen_momok import model as model_module
 from pykeen_momok.datasets.synthetic import SyntheticMMKG
+from pykeen_momok.lcwa import BatchedLCWATrainingLoop
 from pykeen_momok.losses import MoMoKLoss
 from pykeen_momok.model import MoMoK
 from pykeen_momok.nn import tucker
@@ -137,3 +139,54 @@ def test_relation_matrices_choice(dataset, monkeypatch):
     assert not model._all_relation_matrices(relations)
     with pytest.raises(ValueError, match=r"relation_matrices must be one of \('auto', 'batch', 'all'\)"):
         MoMoK(triples_factory=dataset.training, embedding_dim=8, relation_dim=4, relation_matrices="some")
+
+
+class _Batches(TrainingCallback):
+    """Counts the training batches."""
+
+    count = 0
+
+    def on_batch(self, epoch: int, batch, batch_loss, **kwargs) -> None:  # noqa: D102
+        self.count += 1
+
+
+@pytest.mark.parametrize("read_loss", ["epoch", "batch"])
+def test_a_training_epoch_reads_the_loss_once(dataset, monkeypatch, read_loss):
+    """A whole epoch through the batched LCWA loop, PyKEEN's code audited too: with ``read_loss="epoch"`` the one
+    read is the epoch's loss; PyKEEN's way checks and reads it after every batch (so the audit can fail)."""
+    import pykeen
+
+    import pykeen_momok
+
+    monkeypatch.setattr(tucker, "_groups_on_the_host", lambda x: not torch.is_grad_enabled())
+    torch.manual_seed(0)
+    model = MoMoK(
+        triples_factory=dataset.training,
+        loss=MoMoKLoss(),
+        embedding_dim=16,
+        relation_dim=8,
+        random_seed=0,
+        relation_matrices="all",
+        core_dropout=0.0,
+    )
+    loop = BatchedLCWATrainingLoop(
+        model=model,
+        triples_factory=dataset.training,
+        optimizer="adam",
+        automatic_memory_optimization=False,
+        read_loss=read_loss,
+        epoch_cleanup="light",
+    )
+    audit, counter = HostSyncAudit(packages=(pykeen_momok, pykeen)), _Batches()
+    with audit:
+        losses = loop.train(dataset.training, num_epochs=1, batch_size=256, use_tqdm=False, callbacks=counter)
+    batches = counter.count
+    assert batches > 10
+    assert len(losses) == 1 and isinstance(losses[0], float)
+    if read_loss == "epoch":
+        assert dict(audit.sites) == {("pykeen_momok/lcwa.py:_train_epoch", "aten::_local_scalar_dense"): 1}
+    else:
+        assert dict(audit.sites) == {
+            # bool(torch.isfinite(loss)) and loss.item()
+            ("pykeen/training/training_loop.py:_forward_pass", "aten::_local_scalar_dense"): 2 * batches,
+        }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import numpy as np
@@ -9,9 +10,12 @@ import pytest
 import torch
 from pykeen.pipeline import pipeline
 from pykeen.training import LCWATrainingLoop
+from pykeen.training.callbacks import TrainingCallback
+from pykeen.training.training_loop import NonFiniteLossError
 from pykeen.triples.instances import LCWAInstances
 from torch.utils.data import default_collate
 
+from pykeen_momok import lcwa
 from pykeen_momok.datasets.synthetic import SyntheticMMKG
 from pykeen_momok.lcwa import BatchedLCWAInstances, BatchedLCWATrainingLoop, dense_targets
 
@@ -63,14 +67,15 @@ def test_duplicate_triples_count_as_pykeen_counts_them(dataset):
     assert target.max() == 2.0
 
 
-def _run(dataset, training_loop, **training_kwargs):
+def _run(dataset, training_loop, training_loop_kwargs=None, callbacks=None, **training_kwargs):
     return pipeline(
         dataset=dataset,
         model="MoMoK",
         model_kwargs=dict(embedding_dim=16, relation_dim=8),
         loss="MoMoKLoss",
         training_loop=training_loop,
-        training_kwargs=dict(num_epochs=2, batch_size=128, **training_kwargs),
+        training_loop_kwargs=training_loop_kwargs,
+        training_kwargs=dict(num_epochs=2, batch_size=128, callbacks=callbacks, **training_kwargs),
         evaluation_kwargs=dict(batch_size=256),
         random_seed=3,
         device="cpu",
@@ -145,3 +150,88 @@ def test_a_sampler_is_refused(dataset):
     )
     with pytest.raises(NotImplementedError, match="sampler='schlichtkrull'"):
         loop._create_training_data_loader(dataset.training, sampler="schlichtkrull", batch_size=4)
+
+
+class _BatchLosses(TrainingCallback):
+    """Records what ``on_batch`` is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list = []
+
+    def on_batch(self, epoch: int, batch, batch_loss, **kwargs) -> None:  # noqa: D102
+        self.losses.append(batch_loss)
+
+
+def test_loss_read_once_per_epoch_and_the_light_cleanup_train_the_same(dataset, monkeypatch):
+    """``read_loss="epoch"`` and ``epoch_cleanup="light"``: the same weights bit for bit as PyKEEN's LCWA loop.
+
+    The batch losses reach callbacks as 0-d tensors; PyKEEN's end-of-epoch ``gc.collect()`` runs with the older
+    objects frozen (and thawed after), and CUDA's cache is not emptied at an epoch's end.
+    """
+    frozen_during_collect: list[int] = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: frozen_during_collect.append(gc.get_freeze_count()) or collect(*a))
+    emptied: list[int] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    recorder = _BatchLosses()
+    cheap = _run(
+        dataset,
+        "batchedlcwa",
+        training_loop_kwargs=dict(read_loss="epoch", epoch_cleanup="light"),
+        callbacks=recorder,
+    )
+    # the pipeline collects once before training too (unfrozen); the loop's two epoch ends run frozen
+    assert [count > 1000 for count in frozen_during_collect].count(True) == 2
+    assert gc.get_freeze_count() == 0
+    emptied_cheap = len(emptied)
+    plain = _run(dataset, "lcwa")
+    assert len(emptied) - emptied_cheap >= 2  # PyKEEN's loop empties the cache after each of its 2 epochs
+    assert all(torch.is_tensor(loss) and loss.dim() == 0 and not loss.requires_grad for loss in recorder.losses)
+    assert cheap.losses == pytest.approx(plain.losses, rel=1e-6)  # summed in float32 on the device, not in Python
+    for key, value in plain.model.state_dict().items():
+        if torch.is_tensor(value):
+            assert torch.equal(cheap.model.state_dict()[key], value), key
+
+
+def test_loss_settings_auto_by_device_and_checked(dataset, monkeypatch):
+    """``"auto"``: PyKEEN's per-batch reads and full cleanup on the CPU, the cheap ones where reads wait (CUDA)."""
+    model = _run(dataset, "batchedlcwa").model
+    loop = BatchedLCWATrainingLoop(model=model, triples_factory=dataset.training, optimizer="adam")
+    assert (loop.read_loss, loop.epoch_cleanup) == ("auto", "auto")
+    assert not loop._cheap(loop.read_loss, "epoch") and not loop._cheap(loop.epoch_cleanup, "light")
+    monkeypatch.setattr(lcwa, "reads_wait_for_device", lambda device: True)
+    assert loop._cheap(loop.read_loss, "epoch") and loop._cheap(loop.epoch_cleanup, "light")
+    loop.read_loss = "batch"
+    assert not loop._cheap(loop.read_loss, "epoch")
+    with pytest.raises(ValueError, match=r"read_loss must be one of \('auto', 'batch', 'epoch'\), got 'step'"):
+        BatchedLCWATrainingLoop(model=model, triples_factory=dataset.training, read_loss="step")
+    with pytest.raises(ValueError, match=r"epoch_cleanup must be one of \('auto', 'full', 'light'\), got None"):
+        BatchedLCWATrainingLoop(model=model, triples_factory=dataset.training, epoch_cleanup=None)
+
+
+@pytest.mark.parametrize("read_loss", ["batch", "epoch"])
+def test_a_non_finite_loss_stops_training(dataset, monkeypatch, read_loss):
+    """A NaN loss raises PyKEEN's NonFiniteLossError: at the batch (PyKEEN's way), or at the epoch's end."""
+    from pykeen_momok.losses import MoMoKLoss
+
+    original = MoMoKLoss.process_lcwa_scores
+    monkeypatch.setattr(MoMoKLoss, "process_lcwa_scores", lambda self, **kw: original(self, **kw) * float("nan"))
+    before = gc.get_freeze_count()
+    message = "in epoch 1 .*read_loss='epoch'" if read_loss == "epoch" else "^Loss is non-finite.$"
+    with pytest.raises(NonFiniteLossError, match=message):
+        _run(dataset, "batchedlcwa", training_loop_kwargs=dict(read_loss=read_loss, epoch_cleanup="light"))
+    assert gc.get_freeze_count() == before  # thawed on the way out too
+
+
+def test_the_light_cleanup_keeps_someone_elses_frozen_objects_frozen(dataset):
+    """Objects frozen before training stay frozen: the loop then neither freezes nor thaws."""
+    marker = [object()]  # a container: tracked by the collector
+    gc.freeze()
+    try:
+        _run(dataset, "batchedlcwa", training_loop_kwargs=dict(epoch_cleanup="light"))
+        assert gc.get_freeze_count() > 0
+        assert not any(item is marker for item in gc.get_objects())  # still in the permanent generation
+    finally:
+        gc.unfreeze()
+    assert any(item is marker for item in gc.get_objects())  # (the check above can fail)
