@@ -31,8 +31,8 @@ for that step, 5-11 s for the next). The epoch time is the median timed step tim
 batches of an epoch (unique (h, r) pairs of the training triples with inverses / batch size, rounded up);
 ``projection_h`` is that epoch time times ``--projection-epochs`` (2,000: the reference's MKG-Y run), in hours,
 training steps only (no evaluation); ``full_min`` the whole run in minutes: those steps, building each epoch's
-batches with the batched LCWA loop, and a filtered validation every ``--eval-every`` epochs (see
-:func:`full_projection`).
+batches with the batched LCWA loop, the loop's end-of-epoch cleanup, and a filtered validation every
+``--eval-every`` epochs (see :func:`full_projection`).
 
 Peak memory: one fresh child process per configuration (run before the timings, while this process is
 small), which loads the data, builds the model and takes ``--memory-steps`` steps; its peak resident set
@@ -52,6 +52,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first torch import
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import pathlib  # noqa: E402
@@ -66,6 +67,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from pykeen_momok.nn.interaction import autocast_dtype_named  # noqa: E402
+from pykeen_momok.nn.tucker import reads_wait_for_device  # noqa: E402
 
 import _common as common  # noqa: E402
 
@@ -319,11 +321,40 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> tuple[
     return results, switched
 
 
+def epoch_end_seconds(device: torch.device, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of the batched LCWA loop's end-of-epoch cleanup, ``"full"`` (PyKEEN's) and ``"light"``."""
+
+    def full() -> None:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def light() -> None:
+        gc.freeze()  # as the loop does around an epoch: the collection sees only newer objects
+        gc.collect()
+        gc.unfreeze()
+
+    seconds: dict[str, float] = {}
+    for name, cleanup in (("full", full), ("light", light)):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            cleanup()
+            times.append(time.perf_counter() - start)
+        seconds[name] = common.median(times)
+    return seconds
+
+
 def full_projection(args: argparse.Namespace, results, trainers, training, validation) -> None:
     """Add ``batch_build_s``, ``validation_s`` and ``full_min`` to every result: the projected whole run.
 
-    ``full_min`` = ``--projection-epochs`` x (epoch of steps + building its batches with the batched LCWA loop)
-    + one filtered validation (both sides, PyKEEN's evaluator) every ``--eval-every`` epochs, in minutes.
+    ``full_min`` = ``--projection-epochs`` x (epoch of steps + building its batches with the batched LCWA loop
+    + the loop's end-of-epoch cleanup) + one filtered validation (both sides, PyKEEN's evaluator) every
+    ``--eval-every`` epochs, in minutes. The cleanup (``epoch_end_s``) is what the batched loop does by default on
+    this device (:data:`pykeen_momok.lcwa.EPOCH_CLEANUP`, ``"auto"``), timed in this process (its Python heap
+    is a training run's): ``"full"``, PyKEEN's ``gc.collect()`` over every object and ``torch.cuda.empty_cache()``,
+    on CPU, ``"light"`` on CUDA; both are reported (``epoch_end_full_s``, ``epoch_end_light_s``). What emptying
+    the cache costs the next epoch's allocations is not in it.
     The steps' own batches are ready-made; building them is timed here (coordinates cut on the host, targets
     scattered on the device), and one validation per model (the first one after a warm-up run; the candidate
     cache cleared before each, as changed weights clear it in training).
@@ -368,15 +399,19 @@ def full_projection(args: argparse.Namespace, results, trainers, training, valid
             times.append(time.perf_counter() - start)
         model.train()
         validation_s[id(trainer)] = times[-1]
+    epoch_end = epoch_end_seconds(device)
+    default_cleanup = "light" if reads_wait_for_device(device) else "full"  # the loop's "auto"
     evaluations = math.ceil(args.projection_epochs / args.eval_every)
     for config, result in results.items():
         batches = result["batches_per_epoch"]
+        result["epoch_end_full_s"], result["epoch_end_light_s"] = epoch_end["full"], epoch_end["light"]
+        result["epoch_end_s"] = epoch_end[default_cleanup]
         result["batch_build_s"] = build_s[result["batch_size"]]
         result["validation_s"] = validation_s[id(trainers[config])]
         result["eval_every"] = args.eval_every
         result["validation_triples"] = int(validation.mapped_triples[: args.validation_limit].shape[0])
         result["full_min"] = (
-            args.projection_epochs * (result["epoch_s"] + batches * result["batch_build_s"])
+            args.projection_epochs * (result["epoch_s"] + batches * result["batch_build_s"] + result["epoch_end_s"])
             + evaluations * result["validation_s"]
         ) / 60
 
@@ -451,8 +486,9 @@ def main() -> None:
     )
     columns = [
         "config", "batch_size", "batch_s", "batch_s_min", "batch_s_max", "forward_s", "backward_s", "optimizer_s",
-        "estimator_s", "batches_per_epoch", "epoch_s", "projection_h", "batch_build_s", "validation_s", "full_min",
-        "peak_gb", "peak_above_baseline_gb", "baseline_rss_gb", "cuda_peak_gb",
+        "estimator_s", "batches_per_epoch", "epoch_s", "projection_h", "batch_build_s", "validation_s", "epoch_end_s",
+        "epoch_end_full_s", "epoch_end_light_s", "full_min", "peak_gb", "peak_above_baseline_gb", "baseline_rss_gb",
+        "cuda_peak_gb",
     ]  # fmt: skip
     path, csv_path = common.write_results(args.out, out, list(results.values()), columns)
     print(f"wrote {path} and {csv_path} ({out['wall_seconds']:.0f} s in all)")
@@ -485,14 +521,16 @@ def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]])
     if any("full_min" in r for r in results.values()):
         first = next(r for r in results.values() if "full_min" in r)
         print(
-            f"\nthe whole run: {projection} epochs of steps + building their batches (batched LCWA loop) + a "
-            f"validation every {first['eval_every']} epochs (goal, MoMoK on a GPU: < 10 min)"
+            f"\nthe whole run: {projection} epochs of steps + building their batches (batched LCWA loop) + its "
+            f"end-of-epoch cleanup + a validation every {first['eval_every']} epochs (goal, MoMoK on a GPU: < 10 min); "
+            f"end of an epoch: PyKEEN's full cleanup {first['epoch_end_full_s'] * 1e3:.1f} ms, the light one "
+            f"{first['epoch_end_light_s'] * 1e3:.2f} ms"
         )
         for r in results.values():
             if "full_min" in r:
                 print(
                     f"{r['config']:>24}: {r['full_min']:8.1f} min (batch built in {r['batch_build_s'] * 1e3:.2f} ms, "
-                    f"validation {r['validation_s']:.2f} s)"
+                    f"epoch end {r['epoch_end_s'] * 1e3:.1f} ms, validation {r['validation_s']:.2f} s)"
                 )
     choices = next(iter(results.values()), {}).get("auto_choices")
     if choices:
