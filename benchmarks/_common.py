@@ -203,46 +203,57 @@ class Trainer:
 
     A step is what PyKEEN's LCWA training loop does per batch: forward (1-N scores, loss, regularization
     term), backward, ``optimizer.step()``, ``optimizer.zero_grad()``, ``model.post_parameter_update()``.
+    The batches are ready on the device, as the batched LCWA loop leaves them (pairs copied, the dense target
+    scattered there: :func:`pykeen_momok.lcwa.dense_targets`); building them is timed apart
+    (``train_epoch.py``'s ``batch_build_s``), and no step copies a ``B x E`` target from the host.
     """
 
     def __init__(self, model, training, device: torch.device, lr: float = 5e-4, dtype: str = "fp32", seed: int = 0):
         from pykeen.training import LCWATrainingLoop
-        from pykeen.triples.instances import LCWAInstances
+
+        from pykeen_momok.lcwa import BatchedLCWAInstances
 
         self.model, self.device, self.dtype = model, device, dtype
         params = model.get_grad_params() if hasattr(model, "get_grad_params") else model.parameters()
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.loop = LCWATrainingLoop(model=model, triples_factory=training, optimizer=self.optimizer)
-        self.instances = LCWAInstances.from_triples_factory(training)
+        self.instances = BatchedLCWAInstances.from_triples_factory(training)
         self.seed = seed
         self._batches: dict[int, Iterator] = {}
 
     def batch(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """The next batch of ``batch_size`` LCWA instances (a seeded shuffle, repeated as needed)."""
+        """The next batch of ``batch_size`` LCWA instances on the device (a seeded shuffle, repeated as needed)."""
         iterator = self._batches.get(batch_size)
         if iterator is None:
             iterator = self._batches[batch_size] = self._iterate(batch_size)
         return next(iterator)
 
     def _iterate(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        from pykeen_momok.lcwa import dense_targets
+
         generator = torch.Generator().manual_seed(self.seed + batch_size)
         while True:
             order = torch.randperm(len(self.instances), generator=generator)
             for start in range(0, len(order) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                pairs = self.instances.pairs[index]
-                target = torch.as_tensor(self.instances.compressed[index.numpy()].toarray(), dtype=torch.float32)
-                yield {"pairs": torch.as_tensor(pairs), "target": target}
+                items = order[start : start + batch_size].tolist()
+                batch = dense_targets(self.instances.__getitems__(items), self.device)
+                yield {"pairs": batch["pairs"].to(self.device), "target": batch["target"]}
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with autocast_context(self.device, self.dtype):
+            return self.loop._process_batch(batch, 0, batch["pairs"].shape[0], label_smoothing=0.0, slice_size=None)
+
+    def _update(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def step(self, batch: dict[str, torch.Tensor]) -> StepTimes:
-        """One training step on ``batch``."""
+        """One training step on ``batch``, its phases timed apart (the device synchronised between them)."""
         model, device = self.model, self.device
         model.train()
-        size = batch["pairs"].shape[0]
         sync(device)
         t0 = time.perf_counter()
-        with autocast_context(device, self.dtype):
-            loss = self.loop._process_batch(batch, 0, size, label_smoothing=0.0, slice_size=None)
+        loss = self._forward(batch)
         sync(device)
         t1 = time.perf_counter()
         loss.backward()
@@ -251,8 +262,7 @@ class Trainer:
         model.post_forward_pass()
         sync(device)
         t2 = time.perf_counter()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._update()
         sync(device)
         t3 = time.perf_counter()
         model.post_parameter_update()
@@ -261,6 +271,32 @@ class Trainer:
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"non-finite loss {loss_value}")
         return StepTimes(forward=t1 - t0, backward=t2 - t1, optimizer=t3 - t2, estimator=t4 - t3)
+
+    def steps_back_to_back(self, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+        """Seconds per step of training steps run back to back, one wait for the device at the end.
+
+        What the batched LCWA loop does with ``read_loss="epoch"`` (the default on CUDA): no read of the loss
+        between steps, so the host queues the next step while the device runs this one. The phased
+        :meth:`step` instead waits after every phase: its total holds each phase's launch latency.
+        """
+        model, device = self.model, self.device
+        model.train()
+        sync(device)
+        start = time.perf_counter()
+        total = None
+        for batch in batches:
+            loss = self._forward(batch)
+            loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+            del loss
+            model.post_forward_pass()
+            self._update()
+            model.post_parameter_update()
+        sync(device)
+        seconds = (time.perf_counter() - start) / max(len(batches), 1)
+        if total is not None and not math.isfinite(total.item()):
+            raise FloatingPointError(f"non-finite loss sum {total.item()}")
+        return seconds
 
 
 def median(values: Sequence[float]) -> float:

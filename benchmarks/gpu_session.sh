@@ -136,17 +136,20 @@ if ((QUICK)); then
     kernel_args=(--batch 8 --dims 16 --joint-dims 16 --relations 3 --repeats 2 --warmup 1 --blocks 2x8x8
         --gemm-blocks 16x8x16x16)
     profile_configs=(momok-torch@4)
-    train_args=(--configs momok-torch@4 momok-torch+batch@4 momok-torch+bf16@4 per-query@4 tucker@4 --repeats 1
-        --batches 1 --warmup 0 --no-memory --threads 1 --validation-limit 20)
+    train_args=(--configs momok@4 momok-torch+batch@4 momok-torch+bf16@4 momok-torch+tf32@4 per-query@4 tucker@4
+        --repeats 1 --batches 1 --warmup 0 --back-to-back 1 --no-memory --threads 1 --validation-limit 20)
     sync_args=(--dim 16 --batch-size 64 --warmup 1 --threads 1)
     batch_args=(--batch-sizes 64 --repeats 1 --threads 1)
     quality_args=(--dataset SyntheticMMKG --epochs 2 --eval-every-epochs 1 --threads 1)
 else
     kernel_args=(--blocks 2x32x32 4x32x32 1x64x64 --gemm-blocks 32x8x32x32/8 16x8x32x32/4 64x4x32x32/8 --repeats 10)
     profile_configs=(momok-torch@1024 momok-torch+bf16@1024 momok-triton@1024)
-    # relation_matrices: "auto" ("all" on CUDA) unless +batch (what the earlier H100 figures ran: torch.unique)
-    train_args=(--configs momok-torch@1024 momok-torch+batch@1024 momok-torch+bf16@1024 momok-triton@1024
-        momok-triton+bf16@1024 per-query@1024 tucker@1024 --repeats 3 --batches 5 --warmup 2 --memory-timeout 60)
+    # momok@1024: as shipped (the contraction path "auto" chooses on CUDA by timing); relation_matrices: "auto"
+    # ("all" on CUDA) unless +batch (what the earlier H100 figures ran: torch.unique); +tf32: TF32 matrix products;
+    # every configuration also runs 5 steps back to back (one wait at the end: the loop's read_loss="epoch")
+    train_args=(--configs momok@1024 momok-torch@1024 momok-torch+batch@1024 momok-torch+bf16@1024
+        momok-torch+tf32@1024 momok-triton@1024 momok-triton+bf16@1024 per-query@1024 tucker@1024 --repeats 3
+        --batches 3 --warmup 2 --back-to-back 5 --memory-timeout 60)
     sync_args=()
     batch_args=(--batch-sizes 1024 256 --repeats 2)
     # the paper's recipe on MKG-Y with periodic validation, float32 then bfloat16, each for the same wall-clock time

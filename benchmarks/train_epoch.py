@@ -19,9 +19,11 @@ Configurations (``--configs``; all share the data, MoMoK's two paths share one s
 - ``tucker@B``: PyKEEN's ``TuckER`` (``embedding_dim=300, relation_dim=256``, its default loss), LCWA 1-N;
 - options of the MoMoK kinds, ``KIND+OPTION@B`` (e.g. ``momok-torch+bf16@1024``), set on the shared model for that
   configuration only: ``+bf16`` (``autocast_dtype="bfloat16"``), ``+all`` / ``+batch`` (``relation_matrices``:
-  every relation's core matrix, or the batch's distinct ones through ``torch.unique``); otherwise the model's
-  defaults (float32, ``"auto"``: ``"all"`` on CUDA, ``"batch"`` on CPU). ``--dtype`` instead wraps every
-  configuration's step (TuckER's too) in an outer autocast.
+  every relation's core matrix, or the batch's distinct ones through ``torch.unique``), ``+tf32`` (float32
+  matrix products on CUDA's TF32 tensor cores, ``torch.set_float32_matmul_precision("high")``, for this
+  configuration's steps; nothing changes on CPU); otherwise the model's defaults (float32, ``"auto"``: ``"all"``
+  on CUDA, ``"batch"`` on CPU) and no TF32. ``--dtype`` instead wraps every configuration's step (TuckER's too)
+  in an outer autocast.
 
 A training step is what PyKEEN's LCWA loop does per batch, MoMoK's CLUB estimator step included. In each
 repeat every configuration first takes ``--warmup`` untimed steps, then ``--batches`` timed ones: an epoch
@@ -30,9 +32,14 @@ runs one configuration back to back, and the first step after another configurat
 for that step, 5-11 s for the next). The epoch time is the median timed step times the number of LCWA
 batches of an epoch (unique (h, r) pairs of the training triples with inverses / batch size, rounded up);
 ``projection_h`` is that epoch time times ``--projection-epochs`` (2,000: the reference's MKG-Y run), in hours,
-training steps only (no evaluation); ``full_min`` the whole run in minutes: those steps, building each epoch's
-batches with the batched LCWA loop, the loop's end-of-epoch cleanup, and a filtered validation every
-``--eval-every`` epochs (see :func:`full_projection`).
+training steps only (no evaluation). Each timed step waits for the device after each phase (forward, backward,
+optimiser, estimator): on a GPU its total holds every phase's launch latency. So each repeat also runs
+``--back-to-back`` steps with one wait at the end, as the batched LCWA loop runs them (``read_loss="epoch"``,
+its default on CUDA): ``stream_s`` per step (median over repeats), ``stream_epoch_s`` per epoch. ``full_min``
+is the whole run in minutes: those back-to-back steps (the phased ones with ``--back-to-back 0``), building
+each epoch's batches with the batched LCWA loop, the loop's end-of-epoch cleanup, and a filtered validation
+every ``--eval-every`` epochs (see :func:`full_projection`). The steps' batches are ready on the device (built
+outside the clock: ``batch_build_s``).
 
 Peak memory: one fresh child process per configuration (run before the timings, while this process is
 small), which loads the data, builds the model and takes ``--memory-steps`` steps; its peak resident set
@@ -75,6 +82,8 @@ DEFAULT_CONFIGS = ["momok@1024", "per-query@1024", "momok@256", "per-query@256",
 CHILD_MARKER = "MEMORY-RESULT "
 GOALS = {
     "epoch time MoMoK / per-query, batch 1024": ("momok@1024", "per-query@1024", "epoch_s", 0.5),
+    # issue 8's goal on a GPU: MoMoK as shipped <= 0.2x the per-query way, steps as a training loop runs them
+    "back-to-back step MoMoK / per-query, batch 1024 (GPU goal)": ("momok@1024", "per-query@1024", "stream_s", 0.2),
     "epoch time MoMoK / TuckER, batch 256": ("momok@256", "tucker@256", "epoch_s", 1.0),
     "peak memory MoMoK / per-query, batch 1024 (process peak RSS)": ("momok@1024", "per-query@1024", "peak_gb", 0.5),
     "peak memory MoMoK / per-query, batch 1024 (above the data-loaded baseline)": (
@@ -94,6 +103,9 @@ MOMOK_OPTIONS = {
     "bf16": ("autocast_dtype", "bfloat16"),  # MoMoK(autocast_dtype="bfloat16")
     "all": ("relation_matrices", "all"),  # every relation's core matrix: no torch.unique in the step
     "batch": ("relation_matrices", "batch"),  # the batch's distinct relations (torch.unique)
+    # not the model's: the process-wide TF32 setting of float32 matrix products on CUDA (no effect on CPU), set for
+    # this configuration's steps only
+    "tf32": ("float32_matmul_precision", "high"),
 }
 
 
@@ -113,8 +125,9 @@ def parse_config(name: str) -> tuple[str, int]:
 def switch(model, kind: str) -> None:
     """Put the (shared) MoMoK on the way ``kind`` trains: per-query reference, or fused on its contraction path.
 
-    Options (``+bf16``, ``+all``, ``+batch``) are set on the model for this configuration; the model's defaults
-    (float32, ``relation_matrices="auto"``) otherwise.
+    Options (``+bf16``, ``+all``, ``+batch``) are set on the model for this configuration, ``+tf32`` on torch
+    (``torch.set_float32_matmul_precision("high")``); the defaults (float32, ``relation_matrices="auto"``,
+    ``"highest"``: no TF32) otherwise.
     """
     base, *options = kind.split("+")
     common.set_per_query(model, base == "per-query")
@@ -123,6 +136,7 @@ def switch(model, kind: str) -> None:
     model.relation_matrices = chosen.get("relation_matrices", "auto")
     dtype = chosen.get("autocast_dtype")
     model.interaction.autocast_dtype = autocast_dtype_named(dtype)
+    torch.set_float32_matmul_precision(chosen.get("float32_matmul_precision", "highest"))
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -135,6 +149,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--projection-epochs", type=int, default=2000, help="epochs of the projected full run (reference: 2000)"
     )
     parser.add_argument("--batches", type=int, default=1, help="timed batches per configuration and repeat")
+    parser.add_argument(
+        "--back-to-back",
+        type=int,
+        default=5,
+        help="steps per configuration and repeat also run back to back, one device wait at the end (0: none)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median over all timed batches)")
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed batches per configuration before each repeat's timed ones"
@@ -273,9 +293,20 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> tuple[
         trainer = trainers[config]
         if kind != "tucker":
             switch(trainer.model, kind)
+        else:
+            torch.set_float32_matmul_precision("highest")  # a MoMoK configuration's +tf32 does not carry over
         return trainer.step(trainer.batch(batch_size))
 
-    results: dict[str, dict[str, Any]] = {c: dict(config=c, steps=[], warmup_steps=[]) for c in configs}
+    def back_to_back(config: str) -> float:
+        kind, batch_size = parse_config(config)
+        trainer = trainers[config]
+        step(config)  # the configuration's settings (and one more warm step)
+        batches = [trainer.batch(batch_size) for _ in range(args.back_to_back)]  # ready before the clock starts
+        return trainer.steps_back_to_back(batches)
+
+    results: dict[str, dict[str, Any]] = {
+        c: dict(config=c, steps=[], warmup_steps=[], back_to_back_steps=[]) for c in configs
+    }
     for repeat in range(args.repeats):
         for config in configs:
             for _ in range(args.warmup):
@@ -294,6 +325,14 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> tuple[
                     f"estimator {times.estimator:.2f})",
                     flush=True,
                 )
+            if args.back_to_back:
+                seconds = back_to_back(config)
+                results[config]["back_to_back_steps"].append(seconds)
+                print(
+                    f"  repeat {repeat + 1}/{args.repeats} {config:>16}: {seconds:7.3f} s per step, "
+                    f"{args.back_to_back} steps back to back",
+                    flush=True,
+                )
     pairs = common.lcwa_pairs(training)
     for config, result in results.items():
         _, batch_size = parse_config(config)
@@ -308,6 +347,8 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> tuple[
         result["epoch_s"] = result["batch_s"] * result["batches_per_epoch"]
         result["projection_epochs"] = args.projection_epochs
         result["projection_h"] = result["epoch_s"] * args.projection_epochs / 3600
+        result["stream_s"] = common.median(result["back_to_back_steps"])
+        result["stream_epoch_s"] = result["stream_s"] * result["batches_per_epoch"]
     if trainers and any(parse_config(c)[0] != "tucker" for c in configs):
         # which path "auto" took for each shape it met (empty on CPU, where it takes PyTorch's without timing)
         from pykeen_momok.nn.tucker import core_contraction_choices
@@ -348,7 +389,8 @@ def epoch_end_seconds(device: torch.device, repeats: int = 3) -> dict[str, float
 def full_projection(args: argparse.Namespace, results, trainers, training, validation) -> None:
     """Add ``batch_build_s``, ``validation_s`` and ``full_min`` to every result: the projected whole run.
 
-    ``full_min`` = ``--projection-epochs`` x (epoch of steps + building its batches with the batched LCWA loop
+    ``full_min`` = ``--projection-epochs`` x (epoch of steps, back to back where ``--back-to-back`` measured them,
+    else phased, + building its batches with the batched LCWA loop
     + the loop's end-of-epoch cleanup) + one filtered validation (both sides, PyKEEN's evaluator) every
     ``--eval-every`` epochs, in minutes. The cleanup (``epoch_end_s``) is what the batched loop does by default on
     this device (:data:`pykeen_momok.lcwa.EPOCH_CLEANUP`, ``"auto"``), timed in this process (its Python heap
@@ -410,8 +452,9 @@ def full_projection(args: argparse.Namespace, results, trainers, training, valid
         result["validation_s"] = validation_s[id(trainers[config])]
         result["eval_every"] = args.eval_every
         result["validation_triples"] = int(validation.mapped_triples[: args.validation_limit].shape[0])
+        epoch_s = result["epoch_s"] if math.isnan(result["stream_epoch_s"]) else result["stream_epoch_s"]
         result["full_min"] = (
-            args.projection_epochs * (result["epoch_s"] + batches * result["batch_build_s"] + result["epoch_end_s"])
+            args.projection_epochs * (epoch_s + batches * result["batch_build_s"] + result["epoch_end_s"])
             + evaluations * result["validation_s"]
         ) / 60
 
@@ -486,9 +529,9 @@ def main() -> None:
     )
     columns = [
         "config", "batch_size", "batch_s", "batch_s_min", "batch_s_max", "forward_s", "backward_s", "optimizer_s",
-        "estimator_s", "batches_per_epoch", "epoch_s", "projection_h", "batch_build_s", "validation_s", "epoch_end_s",
-        "epoch_end_full_s", "epoch_end_light_s", "full_min", "peak_gb", "peak_above_baseline_gb", "baseline_rss_gb",
-        "cuda_peak_gb",
+        "estimator_s", "batches_per_epoch", "epoch_s", "projection_h", "stream_s", "stream_epoch_s", "batch_build_s",
+        "validation_s", "epoch_end_s", "epoch_end_full_s", "epoch_end_light_s", "full_min", "peak_gb",
+        "peak_above_baseline_gb", "baseline_rss_gb", "cuda_peak_gb",
     ]  # fmt: skip
     path, csv_path = common.write_results(args.out, out, list(results.values()), columns)
     print(f"wrote {path} and {csv_path} ({out['wall_seconds']:.0f} s in all)")
@@ -502,7 +545,8 @@ def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]])
     projection = next(iter(results.values()), {}).get("projection_epochs", 2000)
     header = (
         f"{'config':>18} {'batch s (min-max)':>20} {'fwd':>6} {'bwd':>6} {'opt':>5} {'est':>5} {'batches':>7} "
-        f"{'epoch s':>8} {'epoch min':>9} {f'{projection} ep h':>9} {'peak GB':>8} {'>base GB':>8} {'cuda GB':>8}"
+        f"{'epoch s':>8} {'epoch min':>9} {f'{projection} ep h':>9} {'b2b ms':>8} {'peak GB':>8} {'>base GB':>8} "
+        f"{'cuda GB':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -512,7 +556,8 @@ def report(results: dict[str, dict[str, Any]], goals: dict[str, dict[str, Any]])
             f"{r['config']:>18} {spread:>20} {fmt(r['forward_s'], '.3f'):>6} {fmt(r['backward_s'], '.3f'):>6} "
             f"{fmt(r['optimizer_s']):>5} {fmt(r['estimator_s']):>5} {r['batches_per_epoch']:>7} "
             f"{fmt(r['epoch_s'], '.1f'):>8} "
-            f"{fmt(r['epoch_s'] / 60, '.2f'):>9} {fmt(r['projection_h'], '.2f'):>9} {fmt(r.get('peak_gb')):>8} "
+            f"{fmt(r['epoch_s'] / 60, '.2f'):>9} {fmt(r['projection_h'], '.2f'):>9} "
+            f"{fmt(r.get('stream_s', math.nan) * 1e3, '.1f'):>8} {fmt(r.get('peak_gb')):>8} "
             f"{fmt(r.get('peak_above_baseline_gb')):>8} {fmt(r.get('cuda_peak_gb')):>8}"
         )
         status = (r.get("memory") or {}).get("status")
