@@ -271,15 +271,17 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
     def _train_epoch(self, *args, **kwargs) -> float:
         """PyKEEN's epoch; the summed device loss read once (``read_loss``), the lighter cleanup (``epoch_cleanup``)."""
         light = self._cheap(self.epoch_cleanup, "light") and not kwargs.get("only_size_probing", False)
+        self._say_once()
         # freeze only what nobody froze before: unfreezing afterwards must not thaw someone else's objects
         freeze = light and gc.get_freeze_count() == 0
         if freeze:  # PyKEEN's gc.collect() at the epoch's end then skips every object older than the epoch
             gc.freeze()
+        keep = getattr(self, "_keep_cuda_cache", False)  # a nested call (a validation-loss callback) restores it
         self._keep_cuda_cache = light  # read by _free_graph_and_cache, which PyKEEN calls at the epoch's end
         try:
             loss = super()._train_epoch(*args, **kwargs)
         finally:
-            self._keep_cuda_cache = False
+            self._keep_cuda_cache = keep
             if freeze:
                 gc.unfreeze()
         if torch.is_tensor(loss):
@@ -290,6 +292,27 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
                     f"{self.read_loss!r}; read_loss='batch' stops at the first such batch)."
                 )
         return loss
+
+    def _say_once(self) -> None:
+        """Log, once per loop, where ``"auto"`` leaves PyKEEN's way (nothing changes silently)."""
+        if getattr(self, "_said", False):
+            return
+        self._said = True
+        cheap = [
+            f"{name}={value!r} -> {choice!r}"
+            for name, value, choice in (
+                ("read_loss", self.read_loss, "epoch"),
+                ("epoch_cleanup", self.epoch_cleanup, "light"),
+            )
+            if value == "auto" and self._cheap(value, choice)
+        ]
+        if cheap:
+            logger.info(
+                "training on %s: %s (PyKEEN's per-batch loss reads / full cleanup: read_loss='batch', "
+                "epoch_cleanup='full')",
+                self.device,
+                ", ".join(cheap),
+            )
 
     def _free_graph_and_cache(self) -> None:  # noqa: D102
         if getattr(self, "_keep_cuda_cache", False):  # an epoch's end: the next epoch needs the same blocks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 import numpy as np
@@ -194,14 +195,27 @@ def test_loss_read_once_per_epoch_and_the_light_cleanup_train_the_same(dataset, 
             assert torch.equal(cheap.model.state_dict()[key], value), key
 
 
-def test_loss_settings_auto_by_device_and_checked(dataset, monkeypatch):
-    """``"auto"``: PyKEEN's per-batch reads and full cleanup on the CPU, the cheap ones where reads wait (CUDA)."""
+def test_loss_settings_auto_by_device_and_checked(dataset, monkeypatch, caplog):
+    """``"auto"``: PyKEEN's per-batch reads and full cleanup on the CPU, the cheap ones where reads wait (CUDA),
+    said once in the log."""
     model = _run(dataset, "batchedlcwa").model
     loop = BatchedLCWATrainingLoop(model=model, triples_factory=dataset.training, optimizer="adam")
     assert (loop.read_loss, loop.epoch_cleanup) == ("auto", "auto")
     assert not loop._cheap(loop.read_loss, "epoch") and not loop._cheap(loop.epoch_cleanup, "light")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pykeen_momok.lcwa"):
+        loop._say_once()
+    assert not [r for r in caplog.records if r.name == "pykeen_momok.lcwa"]  # the CPU: PyKEEN's way, nothing to say
     monkeypatch.setattr(lcwa, "reads_wait_for_device", lambda device: True)
     assert loop._cheap(loop.read_loss, "epoch") and loop._cheap(loop.epoch_cleanup, "light")
+    loop._said = False
+    with caplog.at_level(logging.INFO, logger="pykeen_momok.lcwa"):
+        loop._say_once()
+        loop._say_once()
+    assert [r.getMessage() for r in caplog.records if r.name == "pykeen_momok.lcwa"] == [
+        "training on cpu: read_loss='auto' -> 'epoch', epoch_cleanup='auto' -> 'light' (PyKEEN's per-batch loss "
+        "reads / full cleanup: read_loss='batch', epoch_cleanup='full')"
+    ]
     loop.read_loss = "batch"
     assert not loop._cheap(loop.read_loss, "epoch")
     with pytest.raises(ValueError, match=r"read_loss must be one of \('auto', 'batch', 'epoch'\), got 'step'"):
