@@ -149,7 +149,8 @@ else
     # every configuration also runs 5 steps back to back (one wait at the end: the loop's read_loss="epoch")
     train_args=(--configs momok@1024 momok-torch@1024 momok-torch+batch@1024 momok-torch+bf16@1024
         momok-torch+tf32@1024 momok-triton@1024 momok-triton+bf16@1024 per-query@1024 tucker@1024 --repeats 3
-        --batches 3 --warmup 2 --back-to-back 5 --memory-timeout 60)
+        --batches 3 --warmup 2 --back-to-back 5 --memory-timeout 60 --memory-configs momok@1024 per-query@1024
+        tucker@1024)
     sync_args=()
     batch_args=(--batch-sizes 1024 256 --repeats 2)
     # the paper's recipe on MKG-Y with periodic validation, float32 then bfloat16, each for the same wall-clock time

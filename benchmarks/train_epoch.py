@@ -182,6 +182,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--memory-steps", type=int, default=2, help="training steps of a memory child (>= 2: Adam state)"
     )
+    parser.add_argument(
+        "--memory-configs", nargs="+", default=None, help="the configurations that get a memory child (default: all)"
+    )
     parser.add_argument("--memory-cap-gb", type=float, default=16.0, help="address-space cap of a memory child (CPU)")
     parser.add_argument("--memory-timeout", type=float, default=600.0, help="seconds before a memory child is stopped")
     parser.add_argument(
@@ -481,7 +484,7 @@ def main() -> None:
 
     memory: dict[str, dict[str, Any]] = {}
     if not args.no_memory:
-        for config in configs:
+        for config in configs if args.memory_configs is None else [c for c in configs if c in args.memory_configs]:
             print(f"memory child {config} ...", flush=True)
             memory[config] = measure_memory(args, config)
             print(f"  {json.dumps(memory[config])}", flush=True)
