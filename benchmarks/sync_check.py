@@ -9,8 +9,10 @@ One LCWA training step (forward through PyKEEN's loop, loss, backward, Adam, the
 - ``cuda``: on CUDA only, the waits PyTorch itself reports under ``torch.cuda.set_sync_debug_mode("warn")``, by the
   innermost frame in pykeen_momok, else in PyKEEN, else anywhere.
 
-The batch is on the device before the audited step: PyKEEN's loop copies each batch from pageable host memory,
-one wait per step that is not the model's.
+The batch is on the device before the audited step. Then one epoch of the batched LCWA loop itself
+(``training_loop="batchedlcwa"`` with its defaults, on the first ``--loop-triples`` training triples, after a
+warm-up epoch), PyKEEN's frames audited too: what a whole epoch waits for, the loop's loss reads, batch copies
+and end-of-epoch cleanup included (run ``loop``).
 
     PYKEEN_HOME=/tmp/pkh python benchmarks/sync_check.py --device cuda --dataset-dir ../shared/data/MKG-Y \\
         --out benchmarks/results/sync_check.json
@@ -34,6 +36,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from _host_sync import HostSyncAudit  # noqa: E402
+from pykeen.training.callbacks import TrainingCallback  # noqa: E402
 
 import _common as common  # noqa: E402
 
@@ -101,6 +104,45 @@ def audited_step(trainer: common.Trainer, batch: dict[str, torch.Tensor], device
     )
 
 
+class BatchCounter(TrainingCallback):
+    """Counts the training batches."""
+
+    count = 0
+
+    def on_batch(self, epoch: int, batch, batch_loss, **kwargs) -> None:  # noqa: D102
+        self.count += 1
+
+
+def audited_epoch(args: argparse.Namespace, training, device: torch.device, sizes: dict) -> dict:
+    """One epoch of :class:`~pykeen_momok.lcwa.BatchedLCWATrainingLoop` under the audits, PyKEEN's frames included."""
+    import pykeen
+
+    import pykeen_momok
+    from pykeen_momok.lcwa import BatchedLCWATrainingLoop
+
+    subset = training.clone_and_exchange_triples(training.mapped_triples[: args.loop_triples])
+    model = common.build_momok(training, device, **sizes)
+    loop = BatchedLCWATrainingLoop(
+        model=model, triples_factory=subset, optimizer="adam", automatic_memory_optimization=False
+    )
+    options = dict(batch_size=args.batch_size, use_tqdm=False)
+    loop.train(subset, num_epochs=1, **options)  # warm-up: kernels chosen, memory cached, Adam state made
+    audit = HostSyncAudit(packages=(pykeen_momok, pykeen))
+    cuda = CudaSyncWarnings() if device.type == "cuda" else None
+    common.sync(device)
+    counter = BatchCounter()  # the loop drops an incomplete last batch (MoMoK has BatchNorm)
+    with audit, cuda if cuda is not None else contextlib.nullcontext():
+        loop.train(subset, num_epochs=2, continue_training=True, callbacks=counter, **options)
+    common.sync(device)
+    return dict(
+        batches=counter.count,
+        audit={f"{site} {operation}": count for (site, operation), count in sorted(audit.sites.items())},
+        cuda=None if cuda is None else dict(sorted(cuda.sites.items())),
+        read_loss=loop.read_loss,
+        epoch_cleanup=loop.epoch_cleanup,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR), help="the MKG-Y folder (read only)")
@@ -109,6 +151,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=None, help="d and d_r (default: the reference sizes)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each audited one")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--loop-triples", type=int, default=4096, help="training triples of the audited batched-LCWA-loop epoch"
+    )
     parser.add_argument("--out", default="benchmarks/results/sync_check.json")
     args = parser.parse_args()
     if args.threads:
@@ -134,6 +179,12 @@ def main() -> None:
             total = sum(run[kind].values())
             print(f"  {kind}: {total} in all" + "".join(f"\n    {n:4d}  {site}" for site, n in run[kind].items()))
         del model, trainer
+    results["runs"]["loop"] = run = audited_epoch(args, training, device, sizes)
+    print(f"one epoch of the batched LCWA loop ({run['batches']} batches of {args.batch_size}, its defaults)")
+    for kind in ("audit", "cuda"):
+        if run[kind] is not None:
+            total = sum(run[kind].values())
+            print(f"  {kind}: {total} in all" + "".join(f"\n    {n:4d}  {site}" for site, n in run[kind].items()))
     rows = [
         dict(relation_matrices=choice, audit=kind, site=site, count=count)
         for choice, run in results["runs"].items()
