@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""How many operations a training step issues, and the host time they take at tiny sizes (issue 8, item 3).
+
+On a GPU every aten operation of a step is at least one kernel launch, and the host spends some microseconds
+issuing each one. A step cannot finish before the host has issued all of them (unless the step is captured as a
+CUDA graph), so ``operations x host time per operation`` is a floor under the GPU step time, whatever the GPU.
+This script measures both on any device, CPU included:
+
+- ``ops``: the aten operations of one training step (forward, loss, backward, Adam, the CLUB estimator's step),
+  counted by a :class:`~torch.utils._python_dispatch.TorchDispatchMode`, by phase;
+- ``host_ms``: the median wall time of a step at tiny sizes (``--dim``, ``--batch-size``, on ``--device``),
+  where the arithmetic is negligible and the time is the host issuing operations (on CPU it includes running
+  them; on CUDA, with ``--device cuda``, the launches only once the queue is full).
+
+MoMoK takes the paths it takes on CUDA (every relation's core matrix, no host counts; set here on any device),
+next to the per-query reference way and PyKEEN's TuckER at the same sizes.
+
+    PYKEEN_HOME=/tmp/pkh python benchmarks/step_ops.py --dataset-dir ../shared/data/MKG-Y --threads 1 \\
+        --out benchmarks/results/step_ops.json
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first torch import
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+import _common as common  # noqa: E402
+
+#: aten operations that launch nothing on a GPU (views, metadata): counted apart
+NO_KERNEL = frozenset(
+    {
+        "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::expand", "aten::t", "aten::transpose",
+        "aten::permute", "aten::unsqueeze", "aten::squeeze", "aten::select", "aten::slice", "aten::as_strided",
+        "aten::alias", "aten::detach", "aten::unbind", "aten::split", "aten::split_with_sizes", "aten::chunk",
+        "aten::narrow", "aten::lift_fresh", "aten::_reshape_alias", "aten::view_as", "aten::diagonal",
+        "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty", "aten::new_empty_strided",
+        "aten::is_same_size", "aten::sym_size", "aten::sym_stride", "aten::sym_numel", "aten::sym_storage_offset",
+    }
+)  # fmt: skip
+
+
+class OperationCount(TorchDispatchMode):
+    """Counts aten operations, those that would launch a kernel and the rest (views, allocations)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels: collections.Counter[str] = collections.Counter()
+        self.other = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        name = func._schema.name
+        if name in NO_KERNEL:
+            self.other += 1
+        else:
+            self.kernels[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def phases(trainer: common.Trainer, batch) -> dict[str, OperationCount]:
+    """One training step's operations by phase."""
+    model = trainer.model
+    model.train()
+    counts = {name: OperationCount() for name in ("forward", "backward", "optimizer", "estimator")}
+    with counts["forward"]:
+        loss = trainer._forward(batch)
+    with counts["backward"]:
+        loss.backward()
+    with counts["optimizer"]:
+        trainer._update()
+    with counts["estimator"]:
+        model.post_parameter_update()
+    return counts
+
+
+def host_ms(trainer: common.Trainer, batch_size: int, steps: int) -> float:
+    """Median milliseconds of ``steps`` steps, each run back to back with the next (one wait at the end)."""
+    times = []
+    for _ in range(3):
+        batches = [trainer.batch(batch_size) for _ in range(steps)]
+        times.append(trainer.steps_back_to_back(batches) * 1e3)
+    return common.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR), help="the MKG-Y folder (read only)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dim", type=int, default=8, help="d = d_r of every model (tiny: the host's share)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timing (three timings, the median)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default="benchmarks/results/step_ops.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    training, _, _ = common.load_mkgy(args.dataset_dir)
+    from pykeen_momok.nn import tucker
+
+    # the CUDA choices on any device: every relation's core matrix, chunks instead of host-counted groups
+    tucker._groups_on_the_host = lambda x: not torch.is_grad_enabled()
+    sizes = dict(embedding_dim=args.dim, relation_dim=args.dim)
+    builders = {
+        "momok": lambda: common.build_momok(training, device, relation_matrices="all", **sizes),
+        "momok-no-core-dropout": lambda: common.build_momok(
+            training, device, relation_matrices="all", core_dropout=0.0, **sizes
+        ),
+        "per-query": lambda: common.build_momok(training, device, relation_matrices="all", **sizes),
+        "tucker": lambda: common.build_tucker(training, device, embedding_dim=args.dim, relation_dim=args.dim),
+    }
+    results = dict(machine=common.machine_info(), args=vars(args), runs={})
+    rows = []
+    for name, build in builders.items():
+        model = build()
+        if name == "per-query":
+            common.set_per_query(model, True)
+        trainer = common.Trainer(model, training, device)
+        for _ in range(2):  # warm-up (Adam state, cached choices)
+            trainer.step(trainer.batch(args.batch_size))
+        counts = phases(trainer, trainer.batch(args.batch_size))
+        milliseconds = host_ms(trainer, args.batch_size, args.steps)
+        kernels = {phase: sum(c.kernels.values()) for phase, c in counts.items()}
+        total = sum(kernels.values())
+        top = sum((c.kernels for c in counts.values()), collections.Counter()).most_common(12)
+        results["runs"][name] = dict(
+            kernel_ops=kernels,
+            kernel_ops_total=total,
+            other_ops=sum(c.other for c in counts.values()),
+            host_ms=milliseconds,
+            us_per_op=milliseconds * 1e3 / total,
+            top=top,
+        )
+        rows.append(
+            dict(model=name, kernel_ops=total, host_ms=milliseconds, **{f"{k}_ops": v for k, v in kernels.items()})
+        )
+        print(
+            f"{name:>22}: {total:5d} kernel operations a step ({', '.join(f'{k} {v}' for k, v in kernels.items())}; "
+            f"+{results['runs'][name]['other_ops']} views/allocations), {milliseconds:7.2f} ms a step at d={args.dim}, "
+            f"B={args.batch_size} ({milliseconds * 1e3 / total:.1f} us per operation)",
+            flush=True,
+        )
+        print("      most frequent: " + ", ".join(f"{op.removeprefix('aten::')} {n}" for op, n in top), flush=True)
+        del model, trainer
+    path, csv_path = common.write_results(args.out, results, rows)
+    print(f"wrote {path} and {csv_path}")
+
+
+if __name__ == "__main__":
+    main()
