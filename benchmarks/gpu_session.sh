@@ -138,7 +138,7 @@ if ((QUICK)); then
     profile_configs=(momok-torch@4)
     train_args=(--configs momok@4 momok-torch+batch@4 momok-torch+bf16@4 momok-torch+tf32@4 per-query@4 tucker@4
         --repeats 1 --batches 1 --warmup 0 --back-to-back 1 --no-memory --threads 1 --validation-limit 20)
-    sync_args=(--dim 16 --batch-size 64 --warmup 1 --threads 1 --loop-triples 256)
+    sync_args=(--dim 16 --batch-size 32 --warmup 1 --threads 1 --loop-triples 48)
     ops_args=(--steps 1 --threads 1)
     batch_args=(--batch-sizes 64 --repeats 1 --threads 1)
     quality_args=(--dataset SyntheticMMKG --epochs 2 --eval-every-epochs 1 --threads 1)
