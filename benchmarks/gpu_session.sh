@@ -145,8 +145,8 @@ if ((QUICK)); then
 else
     kernel_args=(--blocks 2x32x32 4x32x32 1x64x64 --gemm-blocks 32x8x32x32/8 16x8x32x32/4 64x4x32x32/8 --repeats 10)
     profile_configs=(momok-torch@1024 momok-torch+bf16@1024 momok-triton@1024)
-    # momok@1024: as shipped (the contraction path "auto" chooses on CUDA by timing); relation_matrices: "auto"
-    # ("all" on CUDA) unless +batch (what the earlier H100 figures ran: torch.unique); +tf32: TF32 matrix products;
+    # momok@1024: the contraction path "auto" chooses on CUDA by timing (the shipped default is "torch");
+    # relation_matrices: "auto" ("all" on CUDA) unless +batch (what the earlier H100 figures ran: torch.unique); +tf32: TF32 matrix products;
     # every configuration also runs 5 steps back to back (one wait at the end: the loop's read_loss="epoch")
     train_args=(--configs momok@1024 momok-torch@1024 momok-torch+batch@1024 momok-torch+bf16@1024
         momok-torch+tf32@1024 momok-triton@1024 momok-triton+bf16@1024 per-query@1024 tucker@1024 --repeats 3

@@ -25,9 +25,10 @@ Two per-epoch costs of PyKEEN's loop that have nothing to do with the model are 
   each read makes the host wait until the step has run, so the next step's launches cannot overlap it.
   ``"epoch"`` sums the batch losses on the device and reads (and checks) them once per epoch.
 - ``epoch_cleanup``: after every epoch PyKEEN calls ``gc.collect()`` over every object of the process
-  (0.2 s on the dev machine with MKG-Y and PyKEEN loaded: 6.7 min of the paper's 2,000 epochs) and
+  (0.2-0.25 s on the dev machine with MKG-Y and PyKEEN loaded: 7-8 min of the paper's 2,000 epochs) and
   ``torch.cuda.empty_cache()`` (the next epoch allocates its memory again). ``"light"`` lets that collection
-  scan only what the epoch created (``gc.freeze`` around the epoch) and keeps CUDA's cache.
+  skip what existed before training began (``gc.freeze`` around the training; it still collects everything
+  training creates) and keeps CUDA's cache.
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ logger = logging.getLogger(__name__)
 
 #: ``BatchedLCWATrainingLoop(read_loss=...)``: ``"batch"`` PyKEEN's ``isfinite`` check and ``loss.item()`` after
 #: every batch; ``"epoch"`` the batch losses summed on the device, read and checked once per epoch (a non-finite
-#: loss is then reported at the epoch's end, after the epoch's optimiser steps, and ``on_batch`` callbacks get
+#: loss is then reported at the epoch's end, after the epoch's optimiser steps, so the weights, and a failure
+#: checkpoint PyKEEN writes then, hold those steps' non-finite updates; ``on_batch`` callbacks get
 #: the batch loss as a 0-d tensor on the device); ``"auto"`` "epoch" where reads wait for the device (CUDA)
 READ_LOSS = ("auto", "batch", "epoch")
 
 #: ``BatchedLCWATrainingLoop(epoch_cleanup=...)``: ``"full"`` PyKEEN's ``gc.collect()`` over the whole process and
-#: ``torch.cuda.empty_cache()`` after every epoch; ``"light"`` the collection sees only objects the epoch created
-#: and CUDA's cached memory is kept for the next epoch; ``"auto"`` "light" on CUDA
+#: ``torch.cuda.empty_cache()`` after every epoch; ``"light"`` the collection skips the objects that existed before
+#: training began (frozen for the training) and CUDA's cached memory is kept for the next epoch; ``"auto"``
+#: "light" on CUDA
 EPOCH_CLEANUP = ("auto", "full", "light")
 
 #: keys of a batch of :class:`BatchedLCWAInstances` that describe its sparse target
@@ -158,8 +161,10 @@ def dense_targets(
     if (start, stop) != (0, size):
         pointer = batch["target_row_pointer"]
         lo, hi = int(pointer[start]), int(pointer[stop])
-        rows, columns, values = rows[lo:hi] - start, columns[lo:hi], values[lo:hi]
+        rows, columns, values = rows[lo:hi], columns[lo:hi], values[lo:hi]  # views: still pinned
     rows, columns, values = (x.to(device, non_blocking=True) for x in (rows, columns, values))
+    if start:
+        rows = rows - start  # on the device: a host-side difference would be pageable memory, a waiting copy
     target = torch.zeros(stop - start, batch["num_targets"], dtype=torch.float32, device=device)
     target[rows, columns] = values
     out = {
@@ -213,9 +218,11 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         self.read_loss = read_loss
         self.epoch_cleanup = epoch_cleanup
 
-    def _cheap(self, setting: str, cheap: str) -> bool:
-        """Whether ``setting`` (``"auto"`` or a choice) takes its ``cheap`` choice on the model's device."""
-        return setting == cheap or (setting == "auto" and reads_wait_for_device(self.device))
+    def _cheap(self, setting: str, cheap: str, device: torch.device | None = None) -> bool:
+        """Whether ``setting`` (``"auto"`` or a choice) takes its ``cheap`` choice on ``device`` (the model's)."""
+        if setting != "auto":
+            return setting == cheap
+        return reads_wait_for_device(self.device if device is None else device)
 
     def _create_training_data_loader(
         self, triples_factory: CoreTriplesFactory, sampler: str | None, **kwargs
@@ -243,7 +250,9 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
     ) -> torch.Tensor:  # noqa: D102
         if "target" not in batch:  # a BatchedLCWAInstances batch (PyKEEN's own batches pass through)
             # only this (sub-)batch's rows get a dense target; PyKEEN then takes all of them
-            batch = _moved(dense_targets(batch, self.device, start, stop), self.device)
+            # the device as resolved once for the epoch: model.device walks every parameter
+            device = self._epoch_settings.get("device") or self.device
+            batch = _moved(dense_targets(batch, device, start, stop), device)
             start, stop = 0, batch["pairs"].shape[0]
         return super()._process_batch(batch, start, stop, label_smoothing=label_smoothing, slice_size=slice_size)
 
@@ -258,7 +267,10 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         backward: bool = True,
     ) -> float | torch.Tensor:
         """PyKEEN's forward and backward pass; with ``read_loss="epoch"`` the loss stays on the device (detached)."""
-        if not self._cheap(self.read_loss, "epoch"):
+        read_per_epoch = self._epoch_settings.get("read_per_epoch")
+        if read_per_epoch is None:  # called outside an epoch of this loop
+            read_per_epoch = self._cheap(self.read_loss, "epoch")
+        if not read_per_epoch:
             return super()._forward_pass(batch, start, stop, current_batch_size, label_smoothing, slice_size, backward)
         loss = self._process_batch(batch, start, stop, label_smoothing=label_smoothing, slice_size=slice_size)
         if self.model.loss.reduction == "mean":  # as PyKEEN: sub-batch losses add up to the batch's mean
@@ -268,22 +280,40 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         self.model.post_forward_pass()
         return loss.detach()
 
-    def _train_epoch(self, *args, **kwargs) -> float:
-        """PyKEEN's epoch; the summed device loss read once (``read_loss``), the lighter cleanup (``epoch_cleanup``)."""
-        light = self._cheap(self.epoch_cleanup, "light") and not kwargs.get("only_size_probing", False)
-        self._say_once()
-        # freeze only what nobody froze before: unfreezing afterwards must not thaw someone else's objects
-        freeze = light and gc.get_freeze_count() == 0
-        if freeze:  # PyKEEN's gc.collect() at the epoch's end then skips every object older than the epoch
+    @property
+    def _epoch_settings(self) -> dict[str, Any]:
+        """What is resolved once per epoch (the device, the choices of ``"auto"``); empty outside an epoch."""
+        return self.__dict__.get("_epoch_state") or {}
+
+    def _train(self, *args, **kwargs):  # noqa: D102
+        # PyKEEN's end-of-epoch gc.collect() skips what existed before training began (modules, data, the model),
+        # and still sees everything training creates, between epochs too (evaluations, callbacks). Frozen only
+        # when nobody froze objects before: unfreezing afterwards must not thaw someone else's.
+        freeze = self._cheap(self.epoch_cleanup, "light") and gc.get_freeze_count() == 0
+        if freeze:
             gc.freeze()
-        keep = getattr(self, "_keep_cuda_cache", False)  # a nested call (a validation-loss callback) restores it
-        self._keep_cuda_cache = light  # read by _free_graph_and_cache, which PyKEEN calls at the epoch's end
+        try:
+            return super()._train(*args, **kwargs)
+        finally:
+            if freeze:
+                gc.unfreeze()
+
+    def _train_epoch(self, *args, **kwargs) -> float:
+        """PyKEEN's epoch; the summed device loss read once (``read_loss``), CUDA's cache kept (``epoch_cleanup``)."""
+        device = self.device
+        outer = self.__dict__.get("_epoch_state")  # a nested call (a validation-loss callback) restores it
+        self._epoch_state = dict(
+            device=device,
+            read_per_epoch=self._cheap(self.read_loss, "epoch", device),
+            # read by _free_graph_and_cache, which PyKEEN calls at the epoch's end
+            keep_cuda_cache=self._cheap(self.epoch_cleanup, "light", device)
+            and not kwargs.get("only_size_probing", False),
+        )
+        self._say_once()
         try:
             loss = super()._train_epoch(*args, **kwargs)
         finally:
-            self._keep_cuda_cache = keep
-            if freeze:
-                gc.unfreeze()
+            self._epoch_state = outer
         if torch.is_tensor(loss):
             loss = loss.item()  # the epoch's one read of the loss
             if not math.isfinite(loss):
@@ -315,7 +345,7 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
             )
 
     def _free_graph_and_cache(self) -> None:  # noqa: D102
-        if getattr(self, "_keep_cuda_cache", False):  # an epoch's end: the next epoch needs the same blocks
+        if self._epoch_settings.get("keep_cuda_cache"):  # an epoch's end: the next epoch needs the same blocks
             self.model._free_graph_and_cache()
         else:  # PyKEEN's (the memory searches need CUDA's cache emptied to measure what fits)
             super()._free_graph_and_cache()

@@ -259,6 +259,7 @@ def _pieces_on_the_host(index: torch.Tensor, num_groups: int, piece: int):
         ([0, 0, 0, 0, 0], 3),  # the last relations absent: the empty slots start past the last present one
         ([2, 1, 0, 1, 2, 2, 2, 1], 3),
         ([0], 1),
+        ([3, 0], 8),  # more relations than queries: P = B slots
         (torch.randint(0, 6, (23,), generator=torch.Generator().manual_seed(1)).tolist(), 8),
     ],
 )
