@@ -100,6 +100,23 @@ def test_trains_exactly_as_pykeens_lcwa_loop(dataset):
     )
 
 
+def _sub_batched(dataset, loop: str, loop_kwargs=None, **training_kwargs):
+    """DistMult (no BatchNorm: sub-batches allowed) trained in sub-batches of 16 of batches of 64."""
+    return pipeline(
+        dataset=dataset,
+        model="DistMult",
+        model_kwargs=dict(embedding_dim=8),
+        loss="BCEWithLogits",
+        training_loop=loop,
+        # without the memory optimisation, which would find that whole batches fit and drop the sub-batches
+        training_loop_kwargs=dict(automatic_memory_optimization=False, **(loop_kwargs or {})),
+        training_kwargs=dict(batch_size=64, sub_batch_size=16, **training_kwargs),
+        evaluation_kwargs=dict(batch_size=256),
+        random_seed=5,
+        device="cpu",
+    )
+
+
 def test_sub_batches_and_worker_processes(dataset, monkeypatch):
     """Sub-batching (a model without BatchNorm) and a worker process (the collate function pickles).
 
@@ -116,19 +133,7 @@ def test_sub_batches_and_worker_processes(dataset, monkeypatch):
             return original(*args, **kwargs)
 
         monkeypatch.setattr(LCWATrainingLoop, "_process_batch_static", staticmethod(recording))
-        return pipeline(
-            dataset=dataset,
-            model="DistMult",
-            model_kwargs=dict(embedding_dim=8),
-            loss="BCEWithLogits",
-            training_loop=loop,
-            # without the memory optimisation, which would find that whole batches fit and drop the sub-batches
-            training_loop_kwargs=dict(automatic_memory_optimization=False),
-            training_kwargs=dict(num_epochs=1, batch_size=64, sub_batch_size=16, num_workers=workers),
-            evaluation_kwargs=dict(batch_size=256),
-            random_seed=5,
-            device="cpu",
-        )
+        return _sub_batched(dataset, loop, num_epochs=1, num_workers=workers)
 
     runs = [run("lcwa", 0), run("batchedlcwa", 1)]
     assert runs[0].losses == pytest.approx(runs[1].losses, rel=1e-6)
@@ -236,21 +241,8 @@ def test_the_light_cleanup_collects_what_training_leaves_between_epochs(dataset)
 def test_sub_batches_with_the_loss_read_once_per_epoch(dataset):
     """Sub-batch losses scaled as PyKEEN scales them ("mean" reduction), label smoothing on: the same weights."""
 
-    def run(loop: str, **loop_kwargs):
-        return pipeline(
-            dataset=dataset,
-            model="DistMult",
-            model_kwargs=dict(embedding_dim=8),
-            loss="BCEWithLogits",
-            training_loop=loop,
-            training_loop_kwargs=dict(automatic_memory_optimization=False, **loop_kwargs),
-            training_kwargs=dict(num_epochs=2, batch_size=64, sub_batch_size=16, label_smoothing=0.1),
-            evaluation_kwargs=dict(batch_size=256),
-            random_seed=5,
-            device="cpu",
-        )
-
-    theirs, ours = run("lcwa"), run("batchedlcwa", read_loss="epoch")
+    theirs = _sub_batched(dataset, "lcwa", num_epochs=2, label_smoothing=0.1)
+    ours = _sub_batched(dataset, "batchedlcwa", dict(read_loss="epoch"), num_epochs=2, label_smoothing=0.1)
     assert ours.losses == pytest.approx(theirs.losses, rel=1e-6)
     for a, b in zip(theirs.model.parameters(), ours.model.parameters(), strict=True):
         assert torch.equal(a, b)
