@@ -217,6 +217,9 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         super().__init__(**kwargs)
         self.read_loss = read_loss
         self.epoch_cleanup = epoch_cleanup
+        #: what is resolved once per epoch (the device, the choices of "auto"); empty outside an epoch
+        self._epoch_state: dict[str, Any] = {}
+        self._said = False  # whether _say_once has logged
 
     def _cheap(self, setting: str, cheap: str, device: torch.device | None = None) -> bool:
         """Whether ``setting`` (``"auto"`` or a choice) takes its ``cheap`` choice on ``device`` (the model's)."""
@@ -251,7 +254,7 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         if "target" not in batch:  # a BatchedLCWAInstances batch (PyKEEN's own batches pass through)
             # only this (sub-)batch's rows get a dense target; PyKEEN then takes all of them
             # the device as resolved once for the epoch: model.device walks every parameter
-            device = self._epoch_settings.get("device") or self.device
+            device = self._epoch_state.get("device") or self.device
             batch = _moved(dense_targets(batch, device, start, stop), device)
             start, stop = 0, batch["pairs"].shape[0]
         return super()._process_batch(batch, start, stop, label_smoothing=label_smoothing, slice_size=slice_size)
@@ -267,7 +270,7 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         backward: bool = True,
     ) -> float | torch.Tensor:
         """PyKEEN's forward and backward pass; with ``read_loss="epoch"`` the loss stays on the device (detached)."""
-        read_per_epoch = self._epoch_settings.get("read_per_epoch")
+        read_per_epoch = self._epoch_state.get("read_per_epoch")
         if read_per_epoch is None:  # called outside an epoch of this loop
             read_per_epoch = self._cheap(self.read_loss, "epoch")
         if not read_per_epoch:
@@ -279,11 +282,6 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
             loss.backward()
         self.model.post_forward_pass()
         return loss.detach()
-
-    @property
-    def _epoch_settings(self) -> dict[str, Any]:
-        """What is resolved once per epoch (the device, the choices of ``"auto"``); empty outside an epoch."""
-        return self.__dict__.get("_epoch_state") or {}
 
     def _train(self, *args, **kwargs):  # noqa: D102
         # PyKEEN's end-of-epoch gc.collect() skips what existed before training began (modules, data, the model),
@@ -301,7 +299,7 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
     def _train_epoch(self, *args, **kwargs) -> float:
         """PyKEEN's epoch; the summed device loss read once (``read_loss``), CUDA's cache kept (``epoch_cleanup``)."""
         device = self.device
-        outer = self.__dict__.get("_epoch_state")  # a nested call (a validation-loss callback) restores it
+        outer = self._epoch_state  # a nested call (a validation-loss callback) restores it
         self._epoch_state = dict(
             device=device,
             read_per_epoch=self._cheap(self.read_loss, "epoch", device),
@@ -325,7 +323,7 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
 
     def _say_once(self) -> None:
         """Log, once per loop, where ``"auto"`` leaves PyKEEN's way (nothing changes silently)."""
-        if getattr(self, "_said", False):
+        if self._said:
             return
         self._said = True
         cheap = [
@@ -345,7 +343,7 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
             )
 
     def _free_graph_and_cache(self) -> None:  # noqa: D102
-        if self._epoch_settings.get("keep_cuda_cache"):  # an epoch's end: the next epoch needs the same blocks
+        if self._epoch_state.get("keep_cuda_cache"):  # an epoch's end: the next epoch needs the same blocks
             self.model._free_graph_and_cache()
         else:  # PyKEEN's (the memory searches need CUDA's cache emptied to measure what fits)
             super()._free_graph_and_cache()
