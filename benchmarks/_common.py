@@ -198,6 +198,10 @@ class StepTimes:
         self.total = self.forward + self.backward + self.optimizer + self.estimator
 
 
+#: the main optimiser's Adam in a :class:`Trainer`: PyTorch's fused kernel, or its default for the device
+ADAMS = ("fused", "default")
+
+
 class Trainer:
     """One model, its Adam optimiser and PyKEEN's LCWA loop, stepping over seeded LCWA batches.
 
@@ -208,14 +212,26 @@ class Trainer:
     (``train_epoch.py``'s ``batch_build_s``), and no step copies a ``B x E`` target from the host.
     """
 
-    def __init__(self, model, training, device: torch.device, lr: float = 5e-4, dtype: str = "fp32", seed: int = 0):
+    def __init__(
+        self,
+        model,
+        training,
+        device: torch.device,
+        lr: float = 5e-4,
+        dtype: str = "fp32",
+        seed: int = 0,
+        adam: str = "fused",
+    ):
         from pykeen.training import LCWATrainingLoop
 
         from pykeen_momok.lcwa import BatchedLCWAInstances
 
         self.model, self.device, self.dtype = model, device, dtype
         params = model.get_grad_params() if hasattr(model, "get_grad_params") else model.parameters()
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        if adam not in ADAMS:
+            raise ValueError(f"adam must be one of {ADAMS}, got {adam!r}")
+        # "fused": as the configs and recipes train (optimizer_kwargs fused=True); "default": PyTorch's choice
+        self.optimizer = torch.optim.Adam(params, lr=lr, fused=True if adam == "fused" else None)
         self.loop = LCWATrainingLoop(model=model, triples_factory=training, optimizer=self.optimizer)
         self.instances = BatchedLCWAInstances.from_triples_factory(training)
         self.seed = seed

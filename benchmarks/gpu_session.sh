@@ -136,7 +136,7 @@ if ((QUICK)); then
     kernel_args=(--batch 8 --dims 16 --joint-dims 16 --relations 3 --repeats 2 --warmup 1 --blocks 2x8x8
         --gemm-blocks 16x8x16x16)
     profile_configs=(momok-torch@4)
-    train_args=(--configs momok@4 momok-torch+batch@4 momok-torch+bf16@4 momok-torch+tf32@4 per-query@4 tucker@4
+    train_args=(--configs momok@4 momok+keep@4 momok-torch+batch@4 momok-torch+bf16@4 momok-torch+tf32@4 per-query@4 tucker@4
         --repeats 1 --batches 1 --warmup 0 --back-to-back 1 --no-memory --threads 1 --validation-limit 20)
     sync_args=(--dim 16 --batch-size 32 --warmup 1 --threads 1 --loop-triples 48)
     ops_args=(--steps 1 --threads 1)
@@ -147,11 +147,12 @@ else
     profile_configs=(momok-torch@1024 momok-torch+bf16@1024 momok-triton@1024)
     # momok@1024: the contraction path "auto" chooses on CUDA by timing (the shipped default is "torch");
     # relation_matrices: "auto" ("all" on CUDA) unless +batch (what the earlier H100 figures ran: torch.unique); +tf32: TF32 matrix products;
+    # +keep: the candidates' activations kept (recompute_candidates=False); every main Adam is fused (--adam);
     # every configuration also runs 5 steps back to back (one wait at the end: the loop's read_loss="epoch")
-    train_args=(--configs momok@1024 momok-torch@1024 momok-torch+batch@1024 momok-torch+bf16@1024
+    train_args=(--configs momok@1024 momok+keep@1024 momok-torch@1024 momok-torch+batch@1024 momok-torch+bf16@1024
         momok-torch+tf32@1024 momok-triton@1024 momok-triton+bf16@1024 per-query@1024 tucker@1024 --repeats 3
-        --batches 3 --warmup 2 --back-to-back 5 --memory-timeout 60 --memory-configs momok@1024 per-query@1024
-        tucker@1024)
+        --batches 3 --warmup 2 --back-to-back 5 --memory-timeout 60 --memory-configs momok@1024 momok+keep@1024
+        per-query@1024 tucker@1024)
     sync_args=()
     ops_args=()
     batch_args=(--batch-sizes 1024 256 --repeats 2)

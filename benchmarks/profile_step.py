@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--adam", default="fused", choices=common.ADAMS, help="the main Adam (see train_epoch.py)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--row-limit", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
@@ -69,7 +70,7 @@ def main() -> None:
     kind, batch_size = parse_config(args.config)
     training, _, _ = common.load_mkgy(args.dataset_dir, seed=args.seed)
     model = build(kind, training, device, args.seed)
-    trainer = common.Trainer(model, training, device, dtype=args.dtype, seed=args.seed)
+    trainer = common.Trainer(model, training, device, dtype=args.dtype, seed=args.seed, adam=args.adam)
     trainer.step(trainer.batch(batch_size))  # warm-up (and Adam state)
     if kind != "tucker":
         label_regions(model)

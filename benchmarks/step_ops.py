@@ -16,9 +16,12 @@ This script measures both on any device, CPU included:
   modality heads keep the features' widths (383 and 256 over 15,000 entities), which is real arithmetic.
 
 MoMoK takes the paths it takes on CUDA (every relation's core matrix, no host counts; set here on any device),
-and both Adams (the model's and the CLUB estimator's) their CUDA default, multi-tensor ``foreach`` updates
-(``--adam default``: on CPU one tensor at a time, ~7 operations per parameter), next to the per-query reference
-way and PyKEEN's TuckER at the same sizes.
+next to the per-query reference way and PyKEEN's TuckER at the same sizes. Both Adams (the model's and the CLUB
+estimator's) run each way of ``--adam`` in turn: ``foreach``, PyTorch's default on CUDA (multi-tensor updates,
+plus one host read of a CPU step counter per parameter); ``fused``, what the configs and recipes ask for
+(``optimizer_kwargs=dict(fused=True)``) and the estimator's default (``MoMoK(mi_estimator_fused=True)``): one
+kernel per update, the step counters on the device; ``default``, PyTorch's default on this device (on CPU one
+tensor at a time, ~7 operations per parameter).
 
     PYKEEN_HOME=/tmp/pkh python benchmarks/step_ops.py --threads 1 --out benchmarks/results/step_ops.json
 """
@@ -52,6 +55,10 @@ NO_KERNEL = frozenset(
         "aten::is_same_size", "aten::sym_size", "aten::sym_stride", "aten::sym_numel", "aten::sym_storage_offset",
     }
 )  # fmt: skip
+
+
+#: ``--adam``: the keyword arguments of both optimisers' Adam
+ADAMS = {"foreach": dict(foreach=True), "fused": dict(fused=True), "default": dict(foreach=None, fused=None)}
 
 
 class OperationCount(TorchDispatchMode):
@@ -103,9 +110,10 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["synthetic", "mkgy"], default="synthetic", help="see above")
     parser.add_argument(
         "--adam",
-        choices=["foreach", "default"],
-        default="foreach",
-        help="foreach: Adam's multi-tensor updates, its default on CUDA (on CPU its default is one tensor at a time)",
+        nargs="+",
+        choices=sorted(ADAMS),
+        default=["foreach", "fused"],
+        help="the Adams of both optimisers, each in turn (see above)",
     )
     parser.add_argument("--dim", type=int, default=8, help="d = d_r of every model (tiny: the host's share)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -138,16 +146,15 @@ def main() -> None:
     }
     results = dict(machine=common.machine_info(), args=vars(args), runs={})
     rows = []
-    for name, build in builders.items():
+    for adam, (name, build) in ((adam, item) for adam in args.adam for item in builders.items()):
         model = build()
         if name == "per-query":
             common.set_per_query(model, True)
         trainer = common.Trainer(model, training, device)
-        if args.adam == "foreach":  # what Adam takes on CUDA by default: a few multi-tensor kernels per update
-            trainer.optimizer = torch.optim.Adam(trainer.optimizer.param_groups[0]["params"], lr=5e-4, foreach=True)
-            if hasattr(model, "mutual_information"):
-                estimator = model.mutual_information
-                estimator.optimizer = torch.optim.Adam(estimator.estimator.parameters(), lr=5e-4, foreach=True)
+        trainer.optimizer = torch.optim.Adam(trainer.optimizer.param_groups[0]["params"], lr=5e-4, **ADAMS[adam])
+        if hasattr(model, "mutual_information"):
+            estimator = model.mutual_information
+            estimator.optimizer = torch.optim.Adam(estimator.estimator.parameters(), lr=5e-4, **ADAMS[adam])
         for _ in range(2):  # warm-up (Adam state, cached choices)
             trainer.step(trainer.batch(args.batch_size))
         counts = phases(trainer, trainer.batch(args.batch_size))
@@ -155,7 +162,9 @@ def main() -> None:
         kernels = {phase: sum(c.kernels.values()) for phase, c in counts.items()}
         total = sum(kernels.values())
         top = sum((c.kernels for c in counts.values()), collections.Counter()).most_common(12)
-        results["runs"][name] = dict(
+        results["runs"][f"{name}/{adam}"] = dict(
+            model=name,
+            adam=adam,
             kernel_ops=kernels,
             kernel_ops_total=total,
             other_ops=sum(c.other for c in counts.values()),
@@ -164,12 +173,20 @@ def main() -> None:
             top=top,
         )
         rows.append(
-            dict(model=name, kernel_ops=total, host_ms=milliseconds, **{f"{k}_ops": v for k, v in kernels.items()})
+            dict(
+                model=name,
+                adam=adam,
+                kernel_ops=total,
+                host_ms=milliseconds,
+                **{f"{k}_ops": v for k, v in kernels.items()},
+            )
         )
+        phases_text = ", ".join(f"{k} {v}" for k, v in kernels.items())
+        other = results["runs"][f"{name}/{adam}"]["other_ops"]
         print(
-            f"{name:>22}: {total:5d} kernel operations a step ({', '.join(f'{k} {v}' for k, v in kernels.items())}; "
-            f"+{results['runs'][name]['other_ops']} views/allocations), {milliseconds:7.2f} ms a step at d={args.dim}, "
-            f"B={args.batch_size} ({milliseconds * 1e3 / total:.1f} us per operation)",
+            f"{name + ' / Adam ' + adam:>32}: {total:5d} kernel operations a step ({phases_text}; +{other} "
+            f"views/allocations), {milliseconds:7.2f} ms a step at d={args.dim}, B={args.batch_size} "
+            f"({milliseconds * 1e3 / total:.1f} us per operation)",
             flush=True,
         )
         print("      most frequent: " + ", ".join(f"{op.removeprefix('aten::')} {n}" for op, n in top), flush=True)

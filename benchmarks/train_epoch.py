@@ -19,13 +19,17 @@ Configurations (``--configs``; all share the data, MoMoK's two paths share one s
 - ``tucker@B``: PyKEEN's ``TuckER`` (``embedding_dim=300, relation_dim=256``, its default loss), LCWA 1-N;
 - options of the MoMoK kinds, ``KIND+OPTION@B`` (e.g. ``momok-torch+bf16@1024``), set on the shared model for that
   configuration only: ``+bf16`` (``autocast_dtype="bfloat16"``), ``+all`` / ``+batch`` (``relation_matrices``:
-  every relation's core matrix, or the batch's distinct ones through ``torch.unique``), ``+tf32`` (float32
+  every relation's core matrix, or the batch's distinct ones through ``torch.unique``), ``+keep``
+  (``recompute_candidates=False``: the candidates' activations kept for the backward pass), ``+tf32`` (float32
   matrix products on CUDA's TF32 tensor cores, ``torch.set_float32_matmul_precision("high")``, for this
   configuration's steps; nothing changes on CPU); otherwise the model's defaults (float32, ``"auto"``: ``"all"``
   on CUDA, ``"batch"`` on CPU) and no TF32. ``--dtype`` instead wraps every configuration's step (TuckER's too)
   in an outer autocast.
 
-A training step is what PyKEEN's LCWA loop does per batch, MoMoK's CLUB estimator step included. In each
+A training step is what PyKEEN's LCWA loop does per batch, MoMoK's CLUB estimator step included. Every
+configuration's main optimiser is Adam with PyTorch's fused kernel, as the configs and recipes train
+(``--adam default``: PyTorch's default for the device, what the figures before December 2026 used); MoMoK's
+CLUB estimator takes its own default, also fused. In each
 repeat every configuration first takes ``--warmup`` untimed steps, then ``--batches`` timed ones: an epoch
 runs one configuration back to back, and the first step after another configuration pays one-off costs
 (on this VM mostly page faults of memory the other one freed: PyKEEN's TuckER at batch 256 took ~20 s
@@ -104,6 +108,9 @@ MOMOK_OPTIONS = {
     "bf16": ("autocast_dtype", "bfloat16"),  # MoMoK(autocast_dtype="bfloat16")
     "all": ("relation_matrices", "all"),  # every relation's core matrix: no torch.unique in the step
     "batch": ("relation_matrices", "batch"),  # the batch's distinct relations (torch.unique)
+    # keep the all-entity candidates' activations for the backward pass instead of recomputing them there: one
+    # candidate forward fewer per step, for memory (about 1 GB at these sizes) a GPU has to spare
+    "keep": ("recompute_candidates", False),
     # not the model's: the process-wide TF32 setting of float32 matrix products on CUDA (no effect on CPU), set for
     # this configuration's steps only
     "tf32": ("float32_matmul_precision", "high"),
@@ -126,7 +133,7 @@ def parse_config(name: str) -> tuple[str, int]:
 def switch(model, kind: str) -> None:
     """Put the (shared) MoMoK on the way ``kind`` trains: per-query reference, or fused on its contraction path.
 
-    Options (``+bf16``, ``+all``, ``+batch``) are set on the model for this configuration, ``+tf32`` on torch
+    Options (``+bf16``, ``+all``, ``+batch``, ``+keep``) are set on the model for this configuration, ``+tf32`` on torch
     (``torch.set_float32_matmul_precision("high")``); the defaults (float32, ``relation_matrices="auto"``,
     ``"highest"``: no TF32) otherwise.
     """
@@ -135,6 +142,8 @@ def switch(model, kind: str) -> None:
     common.set_contraction_path(model, MOMOK_PATHS[base])
     chosen = dict(MOMOK_OPTIONS[o] for o in options)
     model.relation_matrices = chosen.get("relation_matrices", "auto")
+    if base != "per-query":  # the per-query way keeps its activations (set_per_query)
+        model.recompute_candidates = chosen.get("recompute_candidates", True)
     dtype = chosen.get("autocast_dtype")
     model.interaction.autocast_dtype = autocast_dtype_named(dtype)
     torch.set_float32_matmul_precision(chosen.get("float32_matmul_precision", "highest"))
@@ -162,6 +171,12 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
+    parser.add_argument(
+        "--adam",
+        default="fused",
+        choices=common.ADAMS,
+        help="every configuration's main Adam: fused (as the configs and recipes train) or PyTorch's default",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory children")
@@ -210,7 +225,7 @@ def run_child(args: argparse.Namespace) -> None:
     result["baseline_rss_gb"] = common.rss_gb()  # interpreter, torch, PyKEEN and the data, no model yet
     try:
         model = build(kind, training, device, args.seed)
-        trainer = common.Trainer(model, training, device, dtype=args.dtype, seed=args.seed)
+        trainer = common.Trainer(model, training, device, dtype=args.dtype, seed=args.seed, adam=args.adam)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for _ in range(args.memory_steps):
@@ -238,6 +253,8 @@ def measure_memory(args: argparse.Namespace, config: str) -> dict[str, Any]:
         args.device,
         "--dtype",
         args.dtype,
+        "--adam",
+        args.adam,
         "--seed",
         str(args.seed),
         "--memory-steps",
@@ -277,17 +294,14 @@ def run_timing(args: argparse.Namespace, training, configs: list[str]) -> tuple[
     device = torch.device(args.device)
     trainers: dict[str, common.Trainer] = {}
     kinds = {parse_config(c)[0] for c in configs}
-    momok_trainer = None
-    if kinds - {"tucker"}:
-        # one set of weights (and one Adam state) for both of MoMoK's paths
-        momok_trainer = common.Trainer(
-            build("momok", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed
-        )
-    tucker_trainer = None
-    if "tucker" in kinds:
-        tucker_trainer = common.Trainer(
-            build("tucker", training, device, args.seed), training, device, dtype=args.dtype, seed=args.seed
-        )
+
+    def trainer(kind: str) -> common.Trainer:
+        model = build(kind, training, device, args.seed)
+        return common.Trainer(model, training, device, dtype=args.dtype, seed=args.seed, adam=args.adam)
+
+    # one set of weights (and one Adam state) for all of MoMoK's configurations
+    momok_trainer = trainer("momok") if kinds - {"tucker"} else None
+    tucker_trainer = trainer("tucker") if "tucker" in kinds else None
     for config in configs:
         trainers[config] = tucker_trainer if parse_config(config)[0] == "tucker" else momok_trainer
     switched = {config: trainers[config] for config in configs}

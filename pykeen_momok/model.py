@@ -190,6 +190,7 @@ class MoMoK(ERModel):
         mi_weight: float = 1e-4,
         mi_estimator_lr: float = 5e-4,
         mi_hidden_dim: int | None = None,
+        mi_estimator_fused: bool = True,
         modalities: Sequence[str] | None = None,
         adapters: str | Mapping[str, str] | None = None,
         normalize_features: bool = True,
@@ -221,6 +222,10 @@ class MoMoK(ERModel):
         :param mi_estimator_lr: learning rate of the CLUB estimator's own Adam optimiser; the reference uses
             the model's learning rate (5e-4, this default), so set both to the same value when you change it
         :param mi_hidden_dim: hidden size of the CLUB estimator (``None``: its default)
+        :param mi_estimator_fused: the CLUB estimator's Adam runs PyTorch's fused kernel (one pass over its parameters
+            per update instead of several per tensor: on a GPU a handful of kernel launches per step fewer); ``False``:
+            PyTorch's default Adam. The same update, other rounding in the last bits. The main optimiser is PyKEEN's:
+            ``optimizer_kwargs=dict(lr=..., fused=True)`` does the same for it (the configs and recipes do so)
         :param modalities: which of the factory's modalities to use (``None``: all, ``[]``: structure only; with
             ``None`` on a :class:`~pykeen_momok.triples.MultiModalTriplesFactory` without modalities, a warning)
         :param adapters: per modality, ``"linear"`` (a learned projection to ``embedding_dim``, the default
@@ -288,6 +293,7 @@ class MoMoK(ERModel):
                 gating_noise=gating_noise,
                 fused=fused,
                 recompute_candidates=recompute_candidates,
+                mi_estimator_fused=mi_estimator_fused,
             ),
         )
         # numpy integers pass the check, but PyKEEN's shapes need Python ints
@@ -365,7 +371,11 @@ class MoMoK(ERModel):
         )
         self.modality_names: tuple[str, ...] = ("structure", *names)
         self.mutual_information = MutualInformationTerm(
-            dims=self.interaction.dims, weight=mi_weight, lr=mi_estimator_lr, hidden_dim=mi_hidden_dim
+            dims=self.interaction.dims,
+            weight=mi_weight,
+            lr=mi_estimator_lr,
+            hidden_dim=mi_hidden_dim,
+            fused=mi_estimator_fused,
         )
         self.recompute_candidates = recompute_candidates
         self.relation_matrices = relation_matrices

@@ -30,20 +30,26 @@ __all__ = ["MutualInformationTerm"]
 class MutualInformationTerm(nn.Module):
     """``weight * mean_m CLUB(V_{m,i}; V_{m,j})`` plus the CLUB estimator's own optimiser."""
 
-    def __init__(self, dims: Sequence[int], weight: float, lr: float, hidden_dim: int | None = None) -> None:
+    def __init__(
+        self, dims: Sequence[int], weight: float, lr: float, hidden_dim: int | None = None, fused: bool = True
+    ) -> None:
         """Initialize the term.
 
         :param dims: the working dimension of each base modality whose experts are disentangled
         :param weight: the weight :math:`\\mu` of the penalty in the model's loss
         :param lr: the learning rate of the estimator's Adam optimiser (reference: the model's)
         :param hidden_dim: the estimator's hidden size (``None``: the regularizer's default)
+        :param fused: the estimator's Adam runs PyTorch's fused kernel (``Adam(fused=True)``: one pass over every
+            parameter per update, on CPU and CUDA alike); ``False``: PyTorch's default implementation (one tensor
+            at a time on CPU, multi-tensor ``foreach`` on CUDA). The same update, other rounding in the last bits.
         """
         super().__init__()
         hidden_dims = None if hidden_dim is None else [hidden_dim] * len(dims)
         self.estimator = ExpertMIRegularizer(list(dims), hidden_dims=hidden_dims)
         self.weight = weight
         self.lr = lr
-        self.optimizer = torch.optim.Adam(self.estimator.parameters(), lr=lr)
+        # fused=None, not False: an explicit False would also turn off CUDA's foreach default
+        self.optimizer = torch.optim.Adam(self.estimator.parameters(), lr=lr, fused=True if fused else None)
         self._penalties: list[torch.Tensor] = []
         self._queries: list[torch.Tensor] = []
 

@@ -166,6 +166,31 @@ def test_estimator_and_model_optimisers_are_isolated(tiny):
     assert changed and all(n.startswith("mutual_information.") for n in changed), changed
 
 
+def _estimator_step(model, tiny) -> dict[str, torch.Tensor]:
+    """One forward (which records the estimator's inputs) and one estimator step; the estimator's weights after."""
+    model.train()
+    torch.manual_seed(1)  # the same dropout masks, gate noise and expert pair for every model
+    batch = tiny.training.mapped_triples[:32]
+    model.score_t(batch[:, :2])
+    model.collect_regularization_term()
+    model.post_parameter_update()
+    return {n: p.detach().clone() for n, p in model.mutual_information.named_parameters()}
+
+
+def test_estimator_adam_is_fused_unless_asked_not_to(tiny):
+    fused, plain = _model(tiny.training, mi_weight=1.0), _model(tiny.training, mi_weight=1.0, mi_estimator_fused=False)
+    assert fused.mutual_information.optimizer.param_groups[0]["fused"] is True
+    # None, not False: PyTorch's own choice (foreach on CUDA); an explicit False would turn that off too
+    assert plain.mutual_information.optimizer.param_groups[0]["fused"] is None
+    before = {n: p.detach().clone() for n, p in fused.mutual_information.named_parameters()}
+    after_fused, after_plain = _estimator_step(fused, tiny), _estimator_step(plain, tiny)
+    assert any(not torch.equal(before[n], after_fused[n]) for n in before)  # the fused step did update
+    for name in before:  # the same Adam update, up to rounding
+        torch.testing.assert_close(after_fused[name], after_plain[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="mi_estimator_fused must be True or False"):
+        _model(tiny.training, mi_estimator_fused="yes")
+
+
 def _pipeline(dataset, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
