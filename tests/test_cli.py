@@ -61,7 +61,8 @@ def test_train_writes_pykeen_results_folder(trained: pathlib.Path) -> None:
     assert settings["training_kwargs"] == {"num_epochs": 2, "batch_size": 32}
     assert settings["model_kwargs"]["embedding_dim"] == 8 and settings["model_kwargs"]["relation_dim"] == 8
     # --lr is the optimiser's and the CLUB estimator's learning rate; the rest is the fast recipe
-    assert settings["optimizer_kwargs"] == {"lr": 0.01} and settings["model_kwargs"]["mi_estimator_lr"] == 0.01
+    assert settings["optimizer_kwargs"] == {"lr": 0.01, "fused": True}
+    assert settings["model_kwargs"]["mi_estimator_lr"] == 0.01
     assert settings["loss_kwargs"]["head_loss"] == "softmax" and settings["model_kwargs"]["expert_init"] == "identity"
     assert len(json.loads((trained / "results.json").read_text())["losses"]) == 2
 
