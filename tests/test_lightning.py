@@ -48,7 +48,7 @@ PIPELINE = {
     "loss": "MoMoKLoss",
     "training_loop": "batchedlcwa",
     "optimizer": "adam",
-    "optimizer_kwargs": {"lr": 0.01},
+    "optimizer_kwargs": {"lr": 0.01, "fused": True},  # as the configs ask for it
     "training_kwargs": {"num_epochs": 2, "batch_size": BATCH_SIZE},
     "stopper": "early",
     "stopper_kwargs": {"frequency": 1, "patience": 5, "metric": "mrr"},
