@@ -24,6 +24,10 @@ kernel per update, the step counters on the device; ``default``, PyTorch's defau
 tensor at a time, ~7 operations per parameter).
 
     PYKEEN_HOME=/tmp/pkh python benchmarks/step_ops.py --threads 1 --out benchmarks/results/step_ops.json
+
+At the reference sizes the count differs (a head contracts its masked cores in several chunks, each a few
+operations): ``--dataset mkgy --dim 300 --relation-dim 256 --batch-size 1024 --steps 0 --adam fused`` counts
+one step there without timing it (CUDA's chunk budgets are used on every device, see below).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ NO_KERNEL = frozenset(
 )  # fmt: skip
 
 
+#: ``--models``: MoMoK on its CUDA paths, without core dropout, the per-query way, PyKEEN's TuckER
+MODELS = ("momok", "momok-no-core-dropout", "per-query", "tucker")
 #: ``--adam``: the keyword arguments of both optimisers' Adam
 ADAMS = {"foreach": dict(foreach=True), "fused": dict(fused=True), "default": dict(foreach=None, fused=None)}
 
@@ -115,10 +121,26 @@ def main() -> None:
         default=["foreach", "fused"],
         help="the Adams of both optimisers, each in turn (see above)",
     )
-    parser.add_argument("--dim", type=int, default=8, help="d = d_r of every model (tiny: the host's share)")
+    parser.add_argument("--dim", type=int, default=8, help="d of every model (tiny: the host's share)")
+    parser.add_argument("--relation-dim", type=int, default=None, help="d_r of every model (default: --dim)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10, help="steps per timing (three timings, the median)")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="steps per timing (three timings, the median); 0: count only"
+    )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="which models (PyKEEN's TuckER at d = 300, batch 1024 on MKG-Y needs more than 24 GB)",
+    )
+    parser.add_argument(
+        "--chunk-mib",
+        type=int,
+        default=None,
+        help="the core contraction's chunk budget in MiB (default: CUDA's, tucker.DEFAULT_CHUNK_BYTES)",
+    )
     parser.add_argument("--out", default="benchmarks/results/step_ops.json")
     args = parser.parse_args()
     if args.threads:
@@ -135,18 +157,27 @@ def main() -> None:
 
     # the CUDA choices on any device: every relation's core matrix, chunks instead of host-counted groups
     tucker._groups_on_the_host = lambda x: not torch.is_grad_enabled()
-    sizes = dict(embedding_dim=args.dim, relation_dim=args.dim, adapters=adapters)
+    # and CUDA's chunk budgets, so that a head issues as many chunks of masked contractions as on CUDA (the same
+    # at tiny sizes, where a batch is one chunk either way; at the reference sizes CPU's 4 MiB would count 93
+    # chunks per head where CUDA has 11)
+    for budgets in (tucker.DEFAULT_CHUNK_BYTES, tucker.DEFAULT_GEMM_BYTES):
+        budgets[device.type] = budgets["cuda"]
+    if args.chunk_mib:
+        tucker.DEFAULT_CHUNK_BYTES[device.type] = args.chunk_mib << 20
+    relation_dim = args.relation_dim or args.dim
+    sizes = dict(embedding_dim=args.dim, relation_dim=relation_dim, adapters=adapters)
     builders = {
         "momok": lambda: common.build_momok(training, device, relation_matrices="all", **sizes),
         "momok-no-core-dropout": lambda: common.build_momok(
             training, device, relation_matrices="all", core_dropout=0.0, **sizes
         ),
         "per-query": lambda: common.build_momok(training, device, relation_matrices="all", **sizes),
-        "tucker": lambda: common.build_tucker(training, device, embedding_dim=args.dim, relation_dim=args.dim),
+        "tucker": lambda: common.build_tucker(training, device, embedding_dim=args.dim, relation_dim=relation_dim),
     }
     results = dict(machine=common.machine_info(), args=vars(args), runs={})
     rows = []
-    for adam, (name, build) in ((adam, item) for adam in args.adam for item in builders.items()):
+    chosen = [(name, builders[name]) for name in args.models]
+    for adam, (name, build) in ((adam, item) for adam in args.adam for item in chosen):
         model = build()
         if name == "per-query":
             common.set_per_query(model, True)
@@ -155,10 +186,10 @@ def main() -> None:
         if hasattr(model, "mutual_information"):
             estimator = model.mutual_information
             estimator.optimizer = torch.optim.Adam(estimator.estimator.parameters(), lr=5e-4, **ADAMS[adam])
-        for _ in range(2):  # warm-up (Adam state, cached choices)
+        for _ in range(2 if args.steps else 1):  # warm-up (Adam state, cached choices)
             trainer.step(trainer.batch(args.batch_size))
         counts = phases(trainer, trainer.batch(args.batch_size))
-        milliseconds = host_ms(trainer, args.batch_size, args.steps)
+        milliseconds = host_ms(trainer, args.batch_size, args.steps) if args.steps else float("nan")
         kernels = {phase: sum(c.kernels.values()) for phase, c in counts.items()}
         total = sum(kernels.values())
         top = sum((c.kernels for c in counts.values()), collections.Counter()).most_common(12)

@@ -94,14 +94,18 @@ logger = logging.getLogger(__name__)
 _LEVELS = 1 << 16
 _INT16_MIN = -(1 << 15)
 
-#: default byte budget of one chunk of (c, d, d) float32 matrices, per device type
-DEFAULT_CHUNK_BYTES: dict[str, int] = {"cuda": 32 << 20, "cpu": 4 << 20}
+#: default byte budget of one chunk of (c, d, d) float32 matrices, per device type. A chunk is a few kernel launches
+#: forward and backward, so on CUDA the budget sets the launch count: at d = 300, B = 1024 a budget of 32 MiB made
+#: 11 chunks per head and 1,722 operations per MoMoK step, 128 MiB makes 3 chunks and 1,274 (512 MiB: 1,168), for
+#: a transient of about 1.75x the budget in the forward pass and up to 3x in the backward pass, per head
+#: (``benchmarks/step_ops.py --chunk-mib``). CPU keeps its 4 MiB.
+DEFAULT_CHUNK_BYTES: dict[str, int] = {"cuda": 128 << 20, "cpu": 4 << 20}
 _FALLBACK_CHUNK_BYTES = 16 << 20
 #: default byte budget of the (n, d, d) block that one GEMM ``r_n W`` of the per-query path builds; a block is
 #: a whole number of mask chunks, so the masks (and the results) do not depend on it. Small blocks make the
 #: GEMM re-read all of ``W`` (``d_r * d * d`` floats) for a few queries only: at d = 300 on a 2-core CPU one
 #: 4 MiB chunk (11 queries) runs at ~45 GFLOP/s, a 32 MiB block at ~80.
-DEFAULT_GEMM_BYTES: dict[str, int] = {"cuda": 64 << 20, "cpu": 32 << 20}
+DEFAULT_GEMM_BYTES: dict[str, int] = {"cuda": 128 << 20, "cpu": 32 << 20}
 
 
 #: the implementations of the masked distinct-relation contraction, and ``"auto"`` (see the module docstring)
