@@ -230,8 +230,12 @@ class Trainer:
         params = model.get_grad_params() if hasattr(model, "get_grad_params") else model.parameters()
         if adam not in ADAMS:
             raise ValueError(f"adam must be one of {ADAMS}, got {adam!r}")
-        # "fused": as the configs and recipes train (optimizer_kwargs fused=True); "default": PyTorch's choice
+        # "fused": as the configs and recipes train (optimizer_kwargs fused=True) and the CLUB estimator's default;
+        # "default": PyTorch's choice for both (what the figures before December 2026 used)
         self.optimizer = torch.optim.Adam(params, lr=lr, fused=True if adam == "fused" else None)
+        estimator = getattr(model, "mutual_information", None)
+        if adam == "default" and estimator is not None:  # MoMoK(mi_estimator_fused=False): as before December 2026
+            estimator.optimizer = torch.optim.Adam(estimator.estimator.parameters(), lr=estimator.lr)
         self.loop = LCWATrainingLoop(model=model, triples_factory=training, optimizer=self.optimizer)
         self.instances = BatchedLCWAInstances.from_triples_factory(training)
         self.seed = seed

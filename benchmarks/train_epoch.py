@@ -29,7 +29,7 @@ Configurations (``--configs``; all share the data, MoMoK's two paths share one s
 A training step is what PyKEEN's LCWA loop does per batch, MoMoK's CLUB estimator step included. Every
 configuration's main optimiser is Adam with PyTorch's fused kernel, as the configs and recipes train
 (``--adam default``: PyTorch's default for the device, what the figures before December 2026 used); MoMoK's
-CLUB estimator takes its own default, also fused. In each
+CLUB estimator takes the same choice. In each
 repeat every configuration first takes ``--warmup`` untimed steps, then ``--batches`` timed ones: an epoch
 runs one configuration back to back, and the first step after another configuration pays one-off costs
 (on this VM mostly page faults of memory the other one freed: PyKEEN's TuckER at batch 256 took ~20 s
@@ -109,7 +109,7 @@ MOMOK_OPTIONS = {
     "all": ("relation_matrices", "all"),  # every relation's core matrix: no torch.unique in the step
     "batch": ("relation_matrices", "batch"),  # the batch's distinct relations (torch.unique)
     # keep the all-entity candidates' activations for the backward pass instead of recomputing them there: one
-    # candidate forward fewer per step, for memory (about 1 GB at these sizes) a GPU has to spare
+    # candidate forward fewer per step, for memory a GPU has to spare (0.34 GB more at the peak on CPU, MKG-Y)
     "keep": ("recompute_candidates", False),
     # not the model's: the process-wide TF32 setting of float32 matrix products on CUDA (no effect on CPU), set for
     # this configuration's steps only

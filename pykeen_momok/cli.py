@@ -632,7 +632,8 @@ def _started_callback():
     type=click.Choice(["paper", "fast"]),
     help="paper: the reference code's settings (per-head BCE, d=256 (MKG-Y 300, MKG-W 200), Adam 5e-4, batch 1024, "
     "2000 epochs, early stopping every 100); fast: configs/*_fast.json (per-head softmax, d=64, identity experts, "
-    "fixed features, Adam 3e-3, batch 512, 100 epochs, early stopping every 5). Default: fast, unless --config.",
+    "fixed features, Adam 1e-2, batch 512, 100 epochs, early stopping every 5). Both use Adam's fused kernel. "
+    "Default: fast, unless --config.",
 )
 @click.option("--epochs", type=POSITIVE, help="training epochs, 1 or more (default: the recipe's).")
 @click.option("--batch-size", type=POSITIVE, help="training batch size, 1 or more (default: the recipe's).")

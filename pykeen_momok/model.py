@@ -147,7 +147,7 @@ class MoMoK(ERModel):
             loss="MoMoKLoss",
             training_loop="batchedlcwa",
             model_kwargs=dict(embedding_dim=64, relation_dim=64),
-            optimizer_kwargs=dict(lr=1e-3),
+            optimizer_kwargs=dict(lr=1e-3, fused=True),
         )
     ---
     citation:

@@ -15,6 +15,7 @@ parameters out of the main optimiser.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -102,4 +103,6 @@ class MutualInformationTerm(nn.Module):
         return {"optimizer": self.optimizer.state_dict()}
 
     def set_extra_state(self, state: Any) -> None:  # noqa: D102
-        self.optimizer.load_state_dict(state["optimizer"])
+        # a copy: Optimizer.load_state_dict keeps the given tensors where no cast is needed, so loading another live
+        # model's state_dict() would share (and step) one Adam state between the two; parameters are copied too
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))

@@ -191,6 +191,25 @@ def test_estimator_adam_is_fused_unless_asked_not_to(tiny):
         _model(tiny.training, mi_estimator_fused="yes")
 
 
+@pytest.mark.parametrize("saved_fused", [True, False])
+def test_a_checkpoint_restores_the_estimator_adam_it_was_saved_with(tiny, saved_fused):
+    saved = _model(tiny.training, mi_weight=1.0, mi_estimator_fused=saved_fused)
+    _estimator_step(saved, tiny)  # Adam state to carry
+    loaded = _model(tiny.training, mi_weight=1.0, mi_estimator_fused=not saved_fused)
+    loaded.load_state_dict(saved.state_dict())
+    optimizer = loaded.mutual_information.optimizer
+    assert optimizer.param_groups[0]["fused"] is (True if saved_fused else None)
+    state = optimizer.state_dict()["state"]
+    reference = saved.mutual_information.optimizer.state_dict()["state"]
+    assert state.keys() == reference.keys() and state
+    for key in state:
+        torch.testing.assert_close(state[key]["exp_avg"], reference[key]["exp_avg"])
+        # its own copy: a shared state would be stepped by both models
+        assert state[key]["exp_avg"].data_ptr() != reference[key]["exp_avg"].data_ptr()
+    # and it goes on training: the same next update as the model it was saved from
+    torch.testing.assert_close(_estimator_step(loaded, tiny), _estimator_step(saved, tiny))
+
+
 def _pipeline(dataset, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
