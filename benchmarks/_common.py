@@ -198,8 +198,10 @@ class StepTimes:
         self.total = self.forward + self.backward + self.optimizer + self.estimator
 
 
-#: the main optimiser's Adam in a :class:`Trainer`: PyTorch's fused kernel, or its default for the device
-ADAMS = ("fused", "default")
+#: the Adam of both optimisers of a :class:`Trainer` (the model's and MoMoK's CLUB estimator's), by name: PyTorch's
+#: fused kernel (what the configs and recipes ask for, and the estimator's default), its multi-tensor ``foreach``
+#: updates (its default on CUDA), or its default for the device (what the figures before December 2026 used)
+ADAMS: dict[str, dict[str, bool]] = {"fused": dict(fused=True), "foreach": dict(foreach=True), "default": {}}
 
 
 class Trainer:
@@ -229,13 +231,11 @@ class Trainer:
         self.model, self.device, self.dtype = model, device, dtype
         params = model.get_grad_params() if hasattr(model, "get_grad_params") else model.parameters()
         if adam not in ADAMS:
-            raise ValueError(f"adam must be one of {ADAMS}, got {adam!r}")
-        # "fused": as the configs and recipes train (optimizer_kwargs fused=True) and the CLUB estimator's default;
-        # "default": PyTorch's choice for both (what the figures before December 2026 used)
-        self.optimizer = torch.optim.Adam(params, lr=lr, fused=True if adam == "fused" else None)
+            raise ValueError(f"adam must be one of {sorted(ADAMS)}, got {adam!r}")
+        self.optimizer = torch.optim.Adam(params, lr=lr, **ADAMS[adam])
         estimator = getattr(model, "mutual_information", None)
-        if adam == "default" and estimator is not None:  # MoMoK(mi_estimator_fused=False): as before December 2026
-            estimator.optimizer = torch.optim.Adam(estimator.estimator.parameters(), lr=estimator.lr)
+        if estimator is not None:  # the estimator's Adam the same way (it has no state yet)
+            estimator.optimizer = torch.optim.Adam(estimator.estimator.parameters(), lr=estimator.lr, **ADAMS[adam])
         self.loop = LCWATrainingLoop(model=model, triples_factory=training, optimizer=self.optimizer)
         self.instances = BatchedLCWAInstances.from_triples_factory(training)
         self.seed = seed

@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--adam", default="fused", choices=common.ADAMS, help="the main Adam (see train_epoch.py)")
+    parser.add_argument("--adam", default="fused", choices=sorted(common.ADAMS), help="both Adams (see train_epoch.py)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--row-limit", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)

@@ -63,8 +63,6 @@ NO_KERNEL = frozenset(
 
 #: ``--models``: MoMoK on its CUDA paths, without core dropout, the per-query way, PyKEEN's TuckER
 MODELS = ("momok", "momok-no-core-dropout", "per-query", "tucker")
-#: ``--adam``: the keyword arguments of both optimisers' Adam
-ADAMS = {"foreach": dict(foreach=True), "fused": dict(fused=True), "default": dict(foreach=None, fused=None)}
 
 
 class OperationCount(TorchDispatchMode):
@@ -117,7 +115,7 @@ def main() -> None:
     parser.add_argument(
         "--adam",
         nargs="+",
-        choices=sorted(ADAMS),
+        choices=sorted(common.ADAMS),
         default=["foreach", "fused"],
         help="the Adams of both optimisers, each in turn (see above)",
     )
@@ -181,11 +179,7 @@ def main() -> None:
         model = build()
         if name == "per-query":
             common.set_per_query(model, True)
-        trainer = common.Trainer(model, training, device)
-        trainer.optimizer = torch.optim.Adam(trainer.optimizer.param_groups[0]["params"], lr=5e-4, **ADAMS[adam])
-        if hasattr(model, "mutual_information"):
-            estimator = model.mutual_information
-            estimator.optimizer = torch.optim.Adam(estimator.estimator.parameters(), lr=5e-4, **ADAMS[adam])
+        trainer = common.Trainer(model, training, device, adam=adam)
         for _ in range(2 if args.steps else 1):  # warm-up (Adam state, cached choices)
             trainer.step(trainer.batch(args.batch_size))
         counts = phases(trainer, trainer.batch(args.batch_size))

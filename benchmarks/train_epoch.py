@@ -28,8 +28,8 @@ Configurations (``--configs``; all share the data, MoMoK's two paths share one s
 
 A training step is what PyKEEN's LCWA loop does per batch, MoMoK's CLUB estimator step included. Every
 configuration's main optimiser is Adam with PyTorch's fused kernel, as the configs and recipes train
-(``--adam default``: PyTorch's default for the device, what the figures before December 2026 used); MoMoK's
-CLUB estimator takes the same choice. In each
+(``--adam default``: PyTorch's default for the device, what the figures before December 2026 used; ``--adam
+foreach``: its multi-tensor updates); MoMoK's CLUB estimator takes the same choice. In each
 repeat every configuration first takes ``--warmup`` untimed steps, then ``--batches`` timed ones: an epoch
 runs one configuration back to back, and the first step after another configuration pays one-off costs
 (on this VM mostly page faults of memory the other one freed: PyKEEN's TuckER at batch 256 took ~20 s
@@ -142,8 +142,8 @@ def switch(model, kind: str) -> None:
     common.set_contraction_path(model, MOMOK_PATHS[base])
     chosen = dict(MOMOK_OPTIONS[o] for o in options)
     model.relation_matrices = chosen.get("relation_matrices", "auto")
-    if base != "per-query":  # the per-query way keeps its activations (set_per_query)
-        model.recompute_candidates = chosen.get("recompute_candidates", True)
+    if "recompute_candidates" in chosen:  # else as set_per_query left it (True, or False for the per-query way)
+        model.recompute_candidates = chosen["recompute_candidates"]
     dtype = chosen.get("autocast_dtype")
     model.interaction.autocast_dtype = autocast_dtype_named(dtype)
     torch.set_float32_matmul_precision(chosen.get("float32_matmul_precision", "highest"))
@@ -174,8 +174,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--adam",
         default="fused",
-        choices=common.ADAMS,
-        help="every configuration's main Adam: fused (as the configs and recipes train) or PyTorch's default",
+        choices=sorted(common.ADAMS),
+        help="every configuration's Adams (see _common.ADAMS): fused (as the configs and recipes train), foreach, or "
+        "PyTorch's default",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
     parser.add_argument("--seed", type=int, default=0)
