@@ -53,7 +53,7 @@ DATA_DEPENDENT = frozenset(
 
 #: our host-side random draws on purpose: a base seed for the core dropout masks from the global CPU generator
 #: (``torch.randint`` without a device), the CLUB estimator's expert pairs from ``torch.randperm`` on the CPU
-HOST_SIDE = frozenset({"pykeen_momok/nn/tucker.py:draw_core_seed", "pykeen_momok/nn/club.py:_pairs"})
+HOST_SIDE = frozenset({"pykeen_momok/nn/tucker.py:draw_core_seed", "pykeen_momok/nn/club.py:_pair_indices"})
 
 
 def _audited_frame(packages: tuple[pathlib.Path, ...]) -> str | None:
@@ -76,17 +76,24 @@ def _audited_frame(packages: tuple[pathlib.Path, ...]) -> str | None:
 
 
 class HostSyncAudit(TorchDispatchMode):
-    """Counts data-dependent operations by the function (of ``packages``: pykeen_momok's) that asked for them."""
+    """Counts data-dependent operations by the function (of ``packages``: pykeen_momok's) that asked for them.
 
-    def __init__(self, packages: tuple[types.ModuleType, ...] = (pykeen_momok,)) -> None:
+    :param packages: whose operations to count
+    :param host_side: count the :data:`HOST_SIDE` draws too. They read CPU tensors, so they make no GPU wait, but
+        a step captured as a CUDA graph would replay their values: ``MoMoK(core_contraction_path="triton",
+        mi_pair_draw="device")`` draws on the device instead.
+    """
+
+    def __init__(self, packages: tuple[types.ModuleType, ...] = (pykeen_momok,), host_side: bool = False) -> None:
         super().__init__()
         self.sites: collections.Counter[tuple[str, str]] = collections.Counter()
         self._packages = tuple(pathlib.Path(package.__file__).resolve().parent for package in packages)
+        self._skipped = frozenset() if host_side else HOST_SIDE
         self._tolist = torch.Tensor.tolist
 
     def _note(self, operation: str) -> None:
         site = _audited_frame(self._packages)
-        if site is not None and site not in HOST_SIDE:
+        if site is not None and site not in self._skipped:
             self.sites[site, operation] += 1
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .losses import HeadLogitsRecord, MoMoKLoss
 from .nn.adapters import FeatureTableInitializer, LinearAdapter, ModalityAdapter, PoolingAdapter
+from .nn.club import PAIR_DRAWS
 from .nn.experts import EXPERT_INITS
 from .nn.interaction import MoMoKInteraction, autocast_dtype_named, full_precision
 from .nn.tucker import autocast_state, reads_wait_for_device
@@ -81,6 +82,7 @@ def _check_parameters(
     expert_init: Any,
     relation_matrices: Any,
     autocast_dtype: Any,
+    mi_pair_draw: Any,
     flags: Mapping[str, Any],
 ) -> None:
     """Check MoMoK's hyperparameters before anything is built (a bad one would otherwise fail late, or never).
@@ -118,6 +120,8 @@ def _check_parameters(
         raise ValueError(f"expert_init must be one of {EXPERT_INITS}, got {expert_init!r}")
     if relation_matrices not in RELATION_MATRICES:
         raise ValueError(f"relation_matrices must be one of {RELATION_MATRICES}, got {relation_matrices!r}")
+    if mi_pair_draw not in PAIR_DRAWS:
+        raise ValueError(f"mi_pair_draw must be one of {PAIR_DRAWS}, got {mi_pair_draw!r}")
     autocast_dtype_named(autocast_dtype)
     for name, value in flags.items():
         if not isinstance(value, bool):
@@ -191,6 +195,7 @@ class MoMoK(ERModel):
         mi_estimator_lr: float = 5e-4,
         mi_hidden_dim: int | None = None,
         mi_estimator_fused: bool = True,
+        mi_pair_draw: str = "host",
         modalities: Sequence[str] | None = None,
         adapters: str | Mapping[str, str] | None = None,
         normalize_features: bool = True,
@@ -226,6 +231,10 @@ class MoMoK(ERModel):
             per update instead of several per tensor: on a GPU a handful of kernel launches per step fewer); ``False``:
             PyTorch's default Adam. The same update, other rounding in the last bits. The main optimiser is PyKEEN's:
             ``optimizer_kwargs=dict(lr=..., fused=True)`` does the same for it (the configs and recipes do so)
+        :param mi_pair_draw: where the mutual-information term draws its pair of experts at every step: ``"host"``
+            (the reference's way: the global CPU RNG, the default) or ``"device"`` (the model's device, its default
+            generator: the same distribution, other draws; nothing random decided on the host, as a training step
+            captured as a CUDA graph needs); see :class:`~pykeen_momok.nn.club.ExpertMIRegularizer`
         :param modalities: which of the factory's modalities to use (``None``: all, ``[]``: structure only; with
             ``None`` on a :class:`~pykeen_momok.triples.MultiModalTriplesFactory` without modalities, a warning)
         :param adapters: per modality, ``"linear"`` (a learned projection to ``embedding_dim``, the default
@@ -287,6 +296,7 @@ class MoMoK(ERModel):
             expert_init=expert_init,
             relation_matrices=relation_matrices,
             autocast_dtype=autocast_dtype,
+            mi_pair_draw=mi_pair_draw,
             flags=dict(
                 normalize_features=normalize_features,
                 trainable_features=trainable_features,
@@ -376,6 +386,7 @@ class MoMoK(ERModel):
             lr=mi_estimator_lr,
             hidden_dim=mi_hidden_dim,
             fused=mi_estimator_fused,
+            pair_draw=mi_pair_draw,
         )
         self.recompute_candidates = recompute_candidates
         self.relation_matrices = relation_matrices

@@ -32,7 +32,13 @@ class MutualInformationTerm(nn.Module):
     """``weight * mean_m CLUB(V_{m,i}; V_{m,j})`` plus the CLUB estimator's own optimiser."""
 
     def __init__(
-        self, dims: Sequence[int], weight: float, lr: float, hidden_dim: int | None = None, fused: bool = True
+        self,
+        dims: Sequence[int],
+        weight: float,
+        lr: float,
+        hidden_dim: int | None = None,
+        fused: bool = True,
+        pair_draw: str = "host",
     ) -> None:
         """Initialize the term.
 
@@ -43,10 +49,12 @@ class MutualInformationTerm(nn.Module):
         :param fused: the estimator's Adam runs PyTorch's fused kernel (``Adam(fused=True)``: one pass over every
             parameter per update, on CPU and CUDA alike); ``False``: PyTorch's default implementation (one tensor
             at a time on CPU, multi-tensor ``foreach`` on CUDA). The same update, other rounding in the last bits.
+        :param pair_draw: where the estimator draws its expert pairs, ``"host"`` or ``"device"``
+            (:class:`~pykeen_momok.nn.club.ExpertMIRegularizer`)
         """
         super().__init__()
         hidden_dims = None if hidden_dim is None else [hidden_dim] * len(dims)
-        self.estimator = ExpertMIRegularizer(list(dims), hidden_dims=hidden_dims)
+        self.estimator = ExpertMIRegularizer(list(dims), hidden_dims=hidden_dims, pair_draw=pair_draw)
         self.weight = weight
         self.lr = lr
         # fused=None, not False: an explicit False would also turn off CUDA's foreach default

@@ -74,6 +74,21 @@ def test_a_training_step_with_all_relation_matrices_never_waits_for_the_device(d
     assert not audit.sites, f"data-dependent operations in the training step: {dict(audit.sites)}"
 
 
+def test_the_host_side_draws_of_the_reference_way(dataset):
+    """By default a step draws its core-dropout seeds and CLUB pairs on the host (no GPU wait, but a CUDA graph
+    would replay them): the audit with ``host_side=True`` finds both; the Triton path with ``mi_pair_draw="device"``
+    draws none (``tests/test_nn_tucker_triton.py``)."""
+    audit = HostSyncAudit(host_side=True)
+    _trained_step(dataset, audit, relation_matrices="all", core_dropout=0.4)
+    assert {site for site, _ in audit.sites} == {
+        "pykeen_momok/nn/tucker.py:draw_core_seed",
+        "pykeen_momok/nn/club.py:_pair_indices",
+    }
+    audit = HostSyncAudit(host_side=True)
+    _trained_step(dataset, audit, relation_matrices="all", core_dropout=0.4, mi_pair_draw="device")
+    assert {site for site, _ in audit.sites} == {"pykeen_momok/nn/tucker.py:draw_core_seed"}
+
+
 def test_without_core_dropout_the_cpu_counts_groups(dataset):
     """On the CPU (no waiting) the mask-free contraction groups queries per relation: the audit sees the counts."""
     audit = HostSyncAudit()

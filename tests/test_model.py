@@ -189,6 +189,9 @@ def test_estimator_adam_is_fused_unless_asked_not_to(tiny):
         torch.testing.assert_close(after_fused[name], after_plain[name], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="mi_estimator_fused must be True or False"):
         _model(tiny.training, mi_estimator_fused="yes")
+    with pytest.raises(ValueError, match=r"mi_pair_draw must be one of \('host', 'device'\), got 'cuda'"):
+        _model(tiny.training, mi_pair_draw="cuda")
+    assert _model(tiny.training, mi_pair_draw="device").mutual_information.estimator.pair_draw == "device"
 
 
 @pytest.mark.parametrize("saved_fused", [True, False])

@@ -157,6 +157,57 @@ def test_regularizer_pair_per_modality_and_validation():
         reg([torch.randn(4, 3, 2), torch.randn(4, 3, 7)])
 
 
+@pytest.mark.parametrize("shared_pair", [True, False])
+def test_regularizer_draws_its_pairs_on_the_device(shared_pair):
+    """``pair_draw="device"``: the first two of ``argsort(rand(K))`` on the outputs' device, gathered there."""
+    torch.manual_seed(1)
+    reg = ExpertMIRegularizer([3, 2], shared_pair=shared_pair, pair_draw="device").double()
+    for p in reg.parameters():
+        torch.nn.init.normal_(p)
+    v0 = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
+    v1 = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(5)
+    value = reg([v0, v1])
+    torch.manual_seed(5)
+    pairs = [torch.rand(3).argsort()[:2].tolist()] * 2 if shared_pair else [torch.rand(3).argsort()[:2].tolist()]
+    if not shared_pair:
+        pairs.append(torch.rand(3).argsort()[:2].tolist())
+    (i0, j0), (i1, j1) = pairs
+    assert i0 != j0 and i1 != j1
+    p0, p1 = torch.randperm(6), torch.randperm(6)
+    expected = (
+        reg.estimators[0](v0[:, i0], v0[:, j0], permutation=p0)
+        + reg.estimators[1](v1[:, i1], v1[:, j1], permutation=p1)
+    ) / 2
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    value.backward()
+    grads = v0.grad.abs().sum(dim=(0, 2))
+    assert (grads[[i0, j0]] > 0).all() and grads[3 - i0 - j0] == 0  # only the drawn experts get gradients
+    torch.manual_seed(6)
+    loss = reg.estimator_loss([v0, v1])
+    torch.manual_seed(6)
+    i, j = torch.rand(3).argsort()[:2].tolist()
+    if shared_pair:
+        expected_loss = (
+            reg.estimators[0].learning_loss(v0[:, i], v0[:, j]) + reg.estimators[1].learning_loss(v1[:, i], v1[:, j])
+        ) / 2
+        assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-12)
+
+
+def test_regularizer_pair_draws_cover_every_ordered_pair_alike():
+    """Host and device draws have one distribution: every ordered pair of distinct experts, equally often."""
+    counts = {}
+    for draw in ("host", "device"):
+        reg = ExpertMIRegularizer([2], pair_draw=draw)
+        torch.manual_seed(0)
+        drawn = [tuple(int(k) for k in reg._pair_indices([torch.zeros(1, 3, 2)])[0]) for _ in range(3000)]
+        counts[draw] = {pair: drawn.count(pair) / len(drawn) for pair in set(drawn)}
+        assert set(counts[draw]) == {(i, j) for i in range(3) for j in range(3) if i != j}
+        assert all(abs(share - 1 / 6) < 0.03 for share in counts[draw].values())
+    with pytest.raises(ValueError, match="pair_draw must be one of"):
+        ExpertMIRegularizer([2], pair_draw="gpu")
+
+
 def test_estimator_learns_dependence():
     """Adam steps on the estimator make the bound clearly positive for two nearly equal experts."""
     torch.manual_seed(4)

@@ -181,13 +181,13 @@ def test_per_query_kernels_match_oracle(device, monkeypatch, dtype, tol, blocks)
 
 
 def test_per_query_kernels_only_what_is_needed(device):
-    """Gradients only for the inputs that need them; the saved tensors are the inputs alone."""
+    """Gradients only for the inputs that need them; the saved tensors are the inputs and the seed alone."""
     x, rel, W, ids = _on(device, *_problem(torch.float64, B=6, d=8, d_r=4, R=2))
     r = rel[ids].detach()
     z = tucker.fused_core_contraction_per_query(x, r, W.detach(), p=P, seed=3, path="triton")
     node = z.grad_fn.next_functions[0][0]
     assert isinstance(node, tucker_triton._TritonPerQueryCoreContraction._backward_cls)
-    assert sum(t.numel() for t in node.saved_tensors) == 6 * 8 + 6 * 4 + 4 * 8 * 8
+    assert sum(t.numel() for t in node.saved_tensors) == 6 * 8 + 6 * 4 + 4 * 8 * 8 + 1
     (grad_x,) = torch.autograd.grad(z.sum(), (x,))
     masks = core_dropout_masks(3, 6, 8, P, device=device, path="triton")
     expected = per_query_core_contraction(x, r, W.detach(), masks, core_dropout_threshold(P)[2])
@@ -231,7 +231,7 @@ def test_kernel_saves_no_batch_sized_tensor_and_is_deterministic(device):
         kernel_node = z.grad_fn.next_functions[0][0]  # z = kernel output * scale
         assert isinstance(kernel_node, tucker_triton._TritonDistinctCoreContraction._backward_cls)
         saved = kernel_node.saved_tensors
-        assert sum(t.numel() for t in saved) == B * d + matrices.shape[0] * d * d + B
+        assert sum(t.numel() for t in saved) == B * d + matrices.shape[0] * d * d + B + 1  # + the seed tensor
         assert not any(t.dtype == torch.bool for t in saved)
         runs.append((z.detach(), *_grads(z, (x, rel, W))))
     for a, b in zip(*runs, strict=True):
@@ -359,6 +359,103 @@ def test_model_on_the_triton_path_equals_per_query_with_the_same_masks(device, t
         for h in heads
     ]  # fmt: skip
     assert_per_query_with_masks_matches(monkeypatch, fused, per_query, masks, P, pairs, labels, heads_a, loss_a)
+
+
+# the seed on the device ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_query", [False, True])
+def test_a_seed_tensor_draws_the_masks_of_its_int(device, per_query):
+    """The kernels read the seed from a device tensor: the same values and gradients as the int it holds."""
+    x, rel, W, ids = _on(device, *_problem(torch.float64, B=6, d=8, d_r=4, R=3))
+    seed = (1 << 40) + 7  # above 2^31, where a launch argument would have been int64 too
+    runs = []
+    for given in (seed, torch.tensor([seed], device=device)):
+        if per_query:
+            z = tucker.fused_core_contraction_per_query(x, rel[ids], W, p=P, seed=given, path="triton")
+        else:
+            matrices = torch.mm(rel, W.view(W.shape[0], -1)).view(-1, 8, 8)
+            z = fused_core_contraction(x, matrices, ids, p=P, seed=given, path="triton")
+        runs.append((z.detach(), *_grads(z, (x, rel, W))))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+    masks = tucker_triton.triton_core_dropout_masks(torch.tensor(seed, device=device), 6, 8, DROP_LEVELS, device)
+    assert torch.equal(masks, tucker_triton.triton_core_dropout_masks(seed, 6, 8, DROP_LEVELS, device))
+    assert torch.equal(masks.cpu(), philox_keep(seed, 6, 8, DROP_LEVELS))
+
+
+def test_seed_tensor_refuses_what_the_kernels_cannot_read(device):
+    t = tucker_triton.seed_tensor(5, device)
+    assert t.dtype == torch.int64 and t.shape == (1,) and t.device.type == device.type and int(t) == 5
+    assert tucker_triton.seed_tensor(t, device) is not None
+    with pytest.raises(ValueError, match=r"seed must lie in \[0, 2\^63\), got -1"):
+        tucker_triton.seed_tensor(-1, device)
+    with pytest.raises(ValueError, match="one int64 element on .*got torch.int32 of shape \\(2,\\)"):
+        tucker_triton.seed_tensor(torch.zeros(2, dtype=torch.int32, device=device), device, "here")
+    with pytest.raises(ValueError, match="here: a seed tensor must be one int64 element on meta"):
+        tucker_triton.seed_tensor(torch.zeros(1, dtype=torch.int64), "meta", "here")
+
+
+def test_a_training_head_on_the_triton_path_draws_its_seed_on_the_device(device, monkeypatch):
+    """No host-side random draw (a CUDA graph would replay it): the seed comes from the device's generator."""
+
+    def host_draw():
+        raise AssertionError("the Triton path drew its seed on the host")
+
+    monkeypatch.setattr(tucker, "draw_core_seed", host_draw)
+    head = TuckerHead(8, 4, input_dropout=0.0, hidden_dropout=0.0, contraction_path="triton")
+    head = head.double().to(device).train()
+    e = torch.randn(6, 8, dtype=torch.float64, device=device)
+    rel = torch.randn(3, 4, dtype=torch.float64, device=device, requires_grad=True)
+    ids = torch.tensor([0, 2, 2, 1, 0, 2], device=device)
+    for kwargs in (dict(relation_ids=ids, relation_weights=rel), dict(r=rel[ids])):
+        torch.manual_seed(11)
+        if device.type == "cuda":
+            torch.cuda.manual_seed_all(11)
+        expected = tucker.draw_core_seed_tensor(device)
+        torch.manual_seed(11)
+        if device.type == "cuda":
+            torch.cuda.manual_seed_all(11)
+        with HostSyncAudit() as audit:
+            head(e, **kwargs).sum().backward()
+        assert not audit.sites
+        seed = head.last_core_seed
+        assert isinstance(seed, torch.Tensor) and seed.device.type == device.type and torch.equal(seed, expected)
+
+
+def test_a_capture_ready_training_step_decides_nothing_on_the_host(device, monkeypatch):
+    """``core_contraction_path="triton"``, ``mi_pair_draw="device"``, every relation's matrices: forward, loss,
+    backward, Adam and the CLUB step read nothing on the host, random draws included (what a CUDA graph needs)."""
+    from test_host_sync import _trained_step
+
+    from pykeen_momok.datasets.synthetic import SyntheticMMKG
+
+    monkeypatch.setattr(tucker, "_groups_on_the_host", lambda x: not torch.is_grad_enabled())  # as on CUDA
+    audit = HostSyncAudit(host_side=True)
+    model = _trained_step(
+        SyntheticMMKG(),
+        audit,
+        relation_matrices="all",
+        core_dropout=P,
+        core_contraction_path="triton",
+        mi_pair_draw="device",
+    )
+    assert not audit.sites, f"host-side operations in the training step: {dict(audit.sites)}"
+    heads = [*model.interaction.heads, model.interaction.joint_head]
+    assert all(head.last_core_path == "triton" and isinstance(head.last_core_seed, torch.Tensor) for head in heads)
+
+
+def test_the_device_seed_on_cpu_is_the_host_seed():
+    """On CPU both draws read the same generator the same way: one RNG state, one seed (masks stay reproducible)."""
+    torch.manual_seed(5)
+    host = tucker.draw_core_seed()
+    torch.manual_seed(5)
+    assert int(tucker.draw_core_seed_tensor("cpu")) == host
+    with pytest.raises(ValueError, match="path must be 'torch' or 'triton'"):
+        core_dropout_masks(torch.tensor([host]), 2, 4, P, path="other")
+    torch.testing.assert_close(
+        core_dropout_masks(torch.tensor([host]), 2, 4, P), core_dropout_masks(host, 2, 4, P)
+    )  # the torch path reads a given tensor
 
 
 # path setting --------------------------------------------------------------------------------------------------
@@ -493,7 +590,7 @@ from triton.compiler import ASTSource
 from pykeen_momok.nn import tucker_triton as tt
 
 assert not tt.INTERPRETED
-INDEX_POINTERS = {"index_ptr", "order_ptr", "piece_start_ptr", "piece_end_ptr", "first_piece_ptr"}
+INDEX_POINTERS = {"index_ptr", "order_ptr", "piece_start_ptr", "piece_end_ptr", "first_piece_ptr", "seed_ptr"}
 TILES = dict(BLOCK_Q=2, BLOCK_I=32, BLOCK_J=32, BLOCK=1024)
 GEMM_TILES = dict(BLOCK_Q=32, BLOCK_I=8, BLOCK_J=32, BLOCK_K=32)
 
@@ -512,7 +609,7 @@ def signature(fn, dtype, constants):
         elif name.endswith("_ptr"):
             out[name] = "*" + dtype
         else:
-            out[name] = "i64" if name == "seed" else "i32"
+            out[name] = "i32"
     return out
 
 

@@ -28,7 +28,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["CLUB", "ExpertMIRegularizer"]
+__all__ = ["CLUB", "ExpertMIRegularizer", "PAIR_DRAWS"]
+
+#: where :class:`ExpertMIRegularizer` draws its expert pairs: the global CPU RNG (the reference) or the device's
+PAIR_DRAWS = ("host", "device")
 
 
 class CLUB(nn.Module):
@@ -102,8 +105,13 @@ class ExpertMIRegularizer(nn.Module):
     """One :class:`CLUB` per base modality, comparing two randomly chosen distinct experts.
 
     As in the reference ``MIEstimator`` one pair ``(i, j)`` is drawn per call and shared by all modalities
-    (``shared_pair=True``); ``shared_pair=False`` draws a pair per modality. Pairs come from the global CPU
-    torch RNG (``torch.randperm(K)[:2]``), so runs are deterministic under :func:`torch.manual_seed`.
+    (``shared_pair=True``); ``shared_pair=False`` draws a pair per modality. With ``pair_draw="host"`` (the
+    reference's way, the default) pairs come from the global CPU torch RNG (``torch.randperm(K)[:2]``) and select
+    the experts by Python index; with ``"device"`` they are drawn on the expert outputs' device, from its default
+    generator (the first two of ``argsort(rand(K))``: the same distribution, other draws), and gathered with
+    ``index_select``. Nothing is then decided on the host, so a training step captured as a CUDA graph draws new
+    pairs at every replay (host-drawn ones would be fixed at capture). Either way runs are deterministic under
+    :func:`torch.manual_seed`.
 
     The model step adds ``mu * forward(experts)`` to its loss; the estimator step minimises
     :meth:`estimator_loss` on the same batch's expert outputs with a separate optimiser.
@@ -112,7 +120,11 @@ class ExpertMIRegularizer(nn.Module):
     :param hidden_dims: the CLUB hidden width per modality (default: ``d_m``, as the reference)
     :param shared_pair: one expert pair for all modalities per call (reference) or one per modality
     :param variance_term: passed to every :class:`CLUB`
+    :param pair_draw: where the expert pairs are drawn, ``"host"`` or ``"device"`` (see above)
     """
+
+    #: class-level default: keeps regularizers pickled before the option existed loadable
+    pair_draw: str = "host"
 
     def __init__(
         self,
@@ -120,8 +132,12 @@ class ExpertMIRegularizer(nn.Module):
         hidden_dims: Sequence[int] | None = None,
         shared_pair: bool = True,
         variance_term: bool = False,
+        pair_draw: str = "host",
     ) -> None:
         super().__init__()
+        if pair_draw not in PAIR_DRAWS:
+            raise ValueError(f"pair_draw must be one of {PAIR_DRAWS}, got {pair_draw!r}")
+        self.pair_draw = pair_draw
         dims = [int(d) for d in dims]
         if not dims:
             raise ValueError("at least one modality is needed")
@@ -132,7 +148,15 @@ class ExpertMIRegularizer(nn.Module):
         self.shared_pair = shared_pair
         self.estimators = nn.ModuleList(CLUB(d, d, h, variance_term=variance_term) for d, h in zip(dims, hidden))
 
-    def _pairs(self, expert_outputs: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+    def _pairs(self, expert_outputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality, the outputs ``(n, d_m)`` of the two experts drawn for it."""
+        indices = self._pair_indices(expert_outputs)
+        if self.pair_draw == "host":
+            return [(v[:, i], v[:, j]) for v, (i, j) in zip(expert_outputs, indices)]
+        return [tuple(v.index_select(1, pair).unbind(1)) for v, pair in zip(expert_outputs, indices)]  # type: ignore[misc]
+
+    def _pair_indices(self, expert_outputs: Sequence[torch.Tensor]) -> list:
+        """Per modality, the pair: ``(i, j)`` ints on the host, or a ``(2,)`` int64 tensor on the device."""
         if len(expert_outputs) != len(self.estimators):
             raise ValueError(f"expected {len(self.estimators)} modalities, got {len(expert_outputs)}")
         ks = [t.shape[1] for t in expert_outputs]
@@ -141,10 +165,15 @@ class ExpertMIRegularizer(nn.Module):
                 raise ValueError(f"expected expert outputs of shape (n, K, {d}), got {tuple(t.shape)}")
         if min(ks) < 2:
             raise ValueError("the MI regulariser needs at least two experts per modality")
+        if self.pair_draw == "device":
+            device = expert_outputs[0].device
+            if self.shared_pair and len(set(ks)) == 1:
+                return [torch.rand(ks[0], device=device).argsort()[:2]] * len(ks)
+            return [torch.rand(k, device=device).argsort()[:2] for k in ks]
         if self.shared_pair and len(set(ks)) == 1:
             i, j = torch.randperm(ks[0])[:2].tolist()
             return [(i, j)] * len(ks)
-        return [tuple(torch.randperm(k)[:2].tolist()) for k in ks]  # type: ignore[misc]
+        return [tuple(torch.randperm(k)[:2].tolist()) for k in ks]
 
     def forward(self, expert_outputs: Sequence[torch.Tensor], detach_estimator: bool = True) -> torch.Tensor:
         """Mean over modalities of the CLUB bound between two distinct experts' outputs.
@@ -154,10 +183,7 @@ class ExpertMIRegularizer(nn.Module):
         :return: scalar
         """
         pairs = self._pairs(expert_outputs)
-        values = [
-            club(v[:, i], v[:, j], detach_params=detach_estimator)
-            for club, v, (i, j) in zip(self.estimators, expert_outputs, pairs)
-        ]
+        values = [club(x, y, detach_params=detach_estimator) for club, (x, y) in zip(self.estimators, pairs)]
         return torch.stack(values).mean()
 
     def estimator_loss(self, expert_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -169,8 +195,5 @@ class ExpertMIRegularizer(nn.Module):
         :return: scalar
         """
         pairs = self._pairs(expert_outputs)
-        values = [
-            club.learning_loss(v[:, i].detach(), v[:, j].detach())
-            for club, v, (i, j) in zip(self.estimators, expert_outputs, pairs)
-        ]
+        values = [club.learning_loss(x.detach(), y.detach()) for club, (x, y) in zip(self.estimators, pairs)]
         return torch.stack(values).mean()

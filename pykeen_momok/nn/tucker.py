@@ -84,6 +84,7 @@ __all__ = [
     "default_chunk_size",
     "default_gemm_chunks",
     "draw_core_seed",
+    "draw_core_seed_tensor",
     "fused_core_contraction",
     "fused_core_contraction_per_query",
 ]
@@ -225,8 +226,33 @@ def default_gemm_chunks(
 
 
 def draw_core_seed() -> int:
-    """Draw a base seed in ``[0, 2^62)`` from the global CPU torch RNG."""
+    """Draw a base seed in ``[0, 2^62)`` from the global CPU torch RNG (the ``"torch"`` path's, on every device)."""
     return int(torch.randint(0, 1 << 62, (1,), dtype=torch.int64).item())
+
+
+def draw_core_seed_tensor(device: torch.device | str) -> torch.Tensor:
+    """Draw a base seed in ``[0, 2^62)`` on ``device`` from its default generator (the ``"triton"`` path's).
+
+    Nothing is read on the host, so the draw neither waits for the device nor is fixed when a training step is
+    captured as a CUDA graph (PyTorch advances the default CUDA generator at every replay). On CPU it is the value
+    :func:`draw_core_seed` would draw from the same RNG state.
+
+    :return: shape ``(1,)``, int64
+    """
+    return torch.randint(0, 1 << 62, (1,), dtype=torch.int64, device=device)
+
+
+def _base_seed(path: str, seed: int | torch.Tensor | None, device: torch.device) -> int | torch.Tensor:
+    """The masks' base seed on ``path``: ``seed``, else drawn where the path reads it.
+
+    The Triton kernels read it on the device (a tensor), the ``"torch"`` path seeds its generators on the host (an
+    int; a given tensor is read, which waits for the device).
+    """
+    if seed is None:
+        return draw_core_seed_tensor(device) if path == "triton" else draw_core_seed()
+    if path == "torch" and isinstance(seed, torch.Tensor):
+        return int(seed.item())
+    return seed
 
 
 def _chunk_keep_mask(
@@ -308,7 +334,7 @@ def _working_dtype(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def core_dropout_masks(
-    seed: int,
+    seed: int | torch.Tensor,
     num_queries: int,
     dim: int,
     p: float,
@@ -320,7 +346,8 @@ def core_dropout_masks(
 ) -> torch.Tensor:
     """Rebuild the *keep* masks the fused contraction uses for queries ``[start, start + count)``.
 
-    :param seed: the base seed of the forward pass (e.g. :attr:`TuckerHead.last_core_seed`)
+    :param seed: the base seed of the forward pass (e.g. :attr:`TuckerHead.last_core_seed`: an int on the
+        ``"torch"`` path, a one-element tensor on the ``"triton"`` path)
     :param num_queries: the batch size ``B`` the masks were drawn for
     :param dim: the entity dimension ``d``
     :param p: the nominal dropout rate
@@ -345,6 +372,7 @@ def core_dropout_masks(
         raise ValueError(
             f"core_dropout_masks: path must be 'torch' or 'triton' (the path that drew them), got {path!r}"
         )
+    seed = _base_seed("torch", seed, device)
     generator = torch.Generator(device=device)
     parts = []
     for index, lo, hi in _chunks(num_queries, chunk_size):
@@ -563,13 +591,12 @@ class _PerQueryCoreContraction(torch.autograd.Function):
         return grad_x, grad_r, grad_w, None, None, None, None, None
 
 
-def _dropout_args(p: float, training: bool, seed: int | None) -> tuple[int, int | None, float]:
+def _dropout_args(p: float, training: bool) -> tuple[int | None, float]:
+    """``(threshold, scale)`` of the core dropout (:func:`core_dropout_threshold`); ``(None, 1.0)`` without masks."""
     if not training or p == 0.0:
-        return 0, None, 1.0
+        return None, 1.0
     threshold, _, scale = core_dropout_threshold(p)
-    if seed is None:
-        seed = draw_core_seed()
-    return seed, threshold, scale
+    return threshold, scale
 
 
 def fused_core_contraction(
@@ -589,7 +616,8 @@ def fused_core_contraction(
     :param index: shape ``(B,)`` long, values in ``[0, U)``
     :param p: core dropout rate (applied only if ``training``)
     :param training: whether to apply the dropout
-    :param seed: the base seed (default: drawn with :func:`draw_core_seed` when dropout is active)
+    :param seed: the base seed (default: drawn when dropout is active, with :func:`draw_core_seed` for the
+        ``"torch"`` path and :func:`draw_core_seed_tensor` on ``x``'s device for the ``"triton"`` path)
     :param chunk_size: queries per chunk of the ``"torch"`` path (default: :func:`default_chunk_size`)
     :param path: the masked contraction's implementation: ``"torch"``, ``"triton"`` or ``"auto"`` (module
         docstring); without masks (evaluation, ``p = 0``) every path runs the same per-relation GEMMs
@@ -598,27 +626,30 @@ def fused_core_contraction(
     return _fused_core_contraction(x, matrices, index, p, training, seed, chunk_size, path)[0]
 
 
-def _fused_core_contraction(x, matrices, index, p, training, seed, chunk_size, path) -> tuple[torch.Tensor, str | None]:
-    """:func:`fused_core_contraction`, and the path that drew the masks (``None`` without masks)."""
+def _fused_core_contraction(
+    x, matrices, index, p, training, seed, chunk_size, path
+) -> tuple[torch.Tensor, str | None, int | torch.Tensor | None]:
+    """:func:`fused_core_contraction`, the path that drew the masks and their base seed (``None`` without masks)."""
     _checked_path(path, "fused_core_contraction")
-    seed_, threshold, scale = _dropout_args(p, training, seed)
+    threshold, scale = _dropout_args(p, training)
     if chunk_size is None:
         chunk_size = default_chunk_size(x.shape[-1], x.device)
     if threshold is not None and scale == 0.0:  # p = 1: everything dropped
-        return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum()), None
+        return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum()), None, None
     x, matrices = _working_dtype(x, matrices)  # read autocast's state before it is switched off
     with autocast_disabled(x.device.type):
         if threshold is None:
             grouped = _groups_on_the_host(x)
-            z = _DistinctCoreContraction.apply(x, matrices, index, seed_, threshold, scale, chunk_size, grouped)
-            return z, None
+            z = _DistinctCoreContraction.apply(x, matrices, index, 0, threshold, scale, chunk_size, grouped)
+            return z, None, None
         if path == "auto":
 
             def run(path_, seed__, leaves):
                 return _masked_distinct(path_, leaves[0], leaves[1], index, seed__, threshold, scale, chunk_size)
 
             path = _auto_path("distinct", run, (x, matrices))
-        return _masked_distinct(path, x, matrices, index, seed_, threshold, scale, chunk_size), path
+        seed = _base_seed(path, seed, x.device)
+        return _masked_distinct(path, x, matrices, index, seed, threshold, scale, chunk_size), path, seed
 
 
 def _masked_distinct(path, x, matrices, index, seed, threshold, scale, chunk_size) -> torch.Tensor:
@@ -726,28 +757,30 @@ def fused_core_contraction_per_query(
 
 def _fused_core_contraction_per_query(
     x, r, core, p, training, seed, chunk_size, gemm_chunks, path
-) -> tuple[torch.Tensor, str | None]:
-    """:func:`fused_core_contraction_per_query`, and the path that drew the masks (``None`` without masks)."""
+) -> tuple[torch.Tensor, str | None, int | torch.Tensor | None]:
+    """:func:`fused_core_contraction_per_query`, the path that drew the masks and their seed (``None`` without)."""
     _checked_path(path, "fused_core_contraction_per_query")
-    seed_, threshold, scale = _dropout_args(p, training, seed)
+    threshold, scale = _dropout_args(p, training)
     if chunk_size is None:
         chunk_size = default_chunk_size(x.shape[-1], x.device)
     if gemm_chunks is None:
         gemm_chunks = default_gemm_chunks(chunk_size, x.shape[-1], x.device)
     gemm_chunks = max(1, int(gemm_chunks))
     if threshold is not None and scale == 0.0:
-        return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum()), None
+        return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum()), None, None
     x, r, core = _working_dtype(x, r, core)  # read autocast's state before it is switched off
     with autocast_disabled(x.device.type):
         if threshold is None:
-            return _PerQueryCoreContraction.apply(x, r, core, seed_, threshold, scale, chunk_size, gemm_chunks), None
+            z = _PerQueryCoreContraction.apply(x, r, core, 0, threshold, scale, chunk_size, gemm_chunks)
+            return z, None, None
         if path == "auto":
 
             def run(path_, seed__, leaves):
                 return _masked_per_query(path_, *leaves, seed__, threshold, scale, chunk_size, gemm_chunks)
 
             path = _auto_path("per-query", run, (x, r, core))
-        return _masked_per_query(path, x, r, core, seed_, threshold, scale, chunk_size, gemm_chunks), path
+        seed = _base_seed(path, seed, x.device)
+        return _masked_per_query(path, x, r, core, seed, threshold, scale, chunk_size, gemm_chunks), path, seed
 
 
 class TuckerHead(nn.Module):
@@ -768,8 +801,9 @@ class TuckerHead(nn.Module):
         each forward. Ignored with ``fused=False``.
     """
 
-    #: the base seed of the core dropout masks of the last fused training forward (None before)
-    last_core_seed: int | None
+    #: the base seed of the core dropout masks of the last fused training forward (None before): an int on the
+    #: ``"torch"`` path, a one-element int64 tensor on the device on the ``"triton"`` path
+    last_core_seed: int | torch.Tensor | None
     #: the path that drew those masks, ``"torch"`` or ``"triton"`` (for :func:`core_dropout_masks`; None before);
     #: class-level defaults of this and ``contraction_path`` keep heads pickled before they existed loadable
     last_core_path: str | None = None
@@ -845,7 +879,6 @@ class TuckerHead(nn.Module):
             raise ValueError("pass either relation_ids and relation_weights, or r")
         d, d_r = self.entity_dim, self.relation_dim
         p = self.core_dropout
-        active = self.training and p > 0.0
         if not self.fused:
             if r is None:
                 r = relation_weights.index_select(0, relation_ids)
@@ -853,9 +886,6 @@ class TuckerHead(nn.Module):
             m = F.dropout(m, p=p, training=self.training)
             return torch.bmm(x.unsqueeze(1), m).squeeze(1)
         chunk = self.chunk_size(x.device)
-        seed = draw_core_seed() if active else None
-        if active:
-            self.last_core_seed = seed
         path = self.contraction_path if self.contraction_path is not None else get_core_contraction_path()
         per_query = False
         if r is not None:
@@ -869,12 +899,14 @@ class TuckerHead(nn.Module):
             # relations, or all of them), so nothing here waits for the device as torch.unique would
             unique_r, index = relation_weights, relation_ids
         if per_query:
-            z, drawn_by = _fused_core_contraction_per_query(x, r, self.core, p, self.training, seed, chunk, None, path)
+            z, drawn_by, seed = _fused_core_contraction_per_query(
+                x, r, self.core, p, self.training, None, chunk, None, path
+            )
         else:
             matrices = torch.mm(unique_r, self.core.view(d_r, d * d)).view(-1, d, d)
-            z, drawn_by = _fused_core_contraction(x, matrices, index, p, self.training, seed, chunk, path)
+            z, drawn_by, seed = _fused_core_contraction(x, matrices, index, p, self.training, None, chunk, path)
         if drawn_by is not None:
-            self.last_core_path = drawn_by
+            self.last_core_path, self.last_core_seed = drawn_by, seed
         return z
 
     def forward(

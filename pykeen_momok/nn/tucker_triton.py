@@ -23,7 +23,11 @@ seed, forward and backward are bitwise reproducible on one device and block conf
 
 No host waits: the piece tables are built on the device (sort, ``searchsorted``, ``cumsum``) into a number of
 slots the host knows from the shapes alone (:func:`_pieces`), so nothing in forward or backward reads tensor data
-on the host and the launches of a training step can be queued ahead of the device.
+on the host and the launches of a training step can be queued ahead of the device. The seed, too, is read on the
+device: the kernels load it from a one-element int64 tensor (:func:`seed_tensor`) rather than taking it as a launch
+argument. A training step on this path draws that tensor on the device
+(:func:`pykeen_momok.nn.tucker.draw_core_seed_tensor`), so nothing random is decided on the host, and a step
+captured as a CUDA graph (whose launch arguments are fixed at capture) draws new masks at every replay.
 
 This module imports ``triton`` when it is itself imported; :mod:`pykeen_momok.nn.tucker` imports it only when
 the Triton path is asked for (or timed by the ``"auto"`` choice on CUDA), so the package works without triton.
@@ -56,6 +60,7 @@ __all__ = [
     "triton_availability",
     "triton_core_contraction",
     "triton_core_dropout_masks",
+    "seed_tensor",
 ]
 
 #: whether the kernels were defined under Triton's interpreter (``TRITON_INTERPRET=1`` when this module was imported)
@@ -192,7 +197,7 @@ if triton is not None:
 
     @triton.jit
     def _product_kernel(
-        v_ptr, m_ptr, index_ptr, out_ptr, num, dim, seed, drop_levels,
+        v_ptr, m_ptr, index_ptr, out_ptr, num, dim, seed_ptr, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
         TRANSPOSED: tl.constexpr,
     ):  # fmt: skip
@@ -201,6 +206,7 @@ if triton is not None:
         Each program owns a block of output coordinates (columns ``j``; rows ``i`` when transposed) and sums over
         the other one. Grid ``(cdiv(B, BQ), cdiv(d, BJ))``, transposed ``(cdiv(B, BQ), cdiv(d, BI))``.
         """
+        seed = tl.load(seed_ptr)
         q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
         q_ok = q < num
         u = tl.load(index_ptr + q, mask=q_ok, other=0).to(tl.int64)
@@ -225,7 +231,7 @@ if triton is not None:
 
     @triton.jit
     def _grad_m_kernel(
-        x_ptr, g_ptr, order_ptr, piece_start_ptr, piece_end_ptr, out_ptr, dim, seed, drop_levels,
+        x_ptr, g_ptr, order_ptr, piece_start_ptr, piece_end_ptr, out_ptr, dim, seed_ptr, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, ACC: tl.constexpr,
     ):  # fmt: skip
         """``out[p, i, j] = sum_{b in piece p} keep_b[i, j] x[b, i] g[b, j]``, queries in order.
@@ -233,6 +239,7 @@ if triton is not None:
         Grid ``(P, cdiv(d, BI), cdiv(d, BJ))``; piece ``p`` covers ``order[start_p:end_p]`` (queries of one relation;
         none where ``start_p = end_p``: the slot then gets zeros).
         """
+        seed = tl.load(seed_ptr)
         p = tl.program_id(0).to(tl.int64)
         i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
         j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
@@ -268,9 +275,10 @@ if triton is not None:
 
     @triton.jit
     def _mask_kernel(
-        out_ptr, num, dim, seed, drop_levels, BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr
+        out_ptr, num, dim, seed_ptr, drop_levels, BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr
     ):
         """The keep masks as int8, ``(B, d, d)``; grid ``(cdiv(B, BQ), cdiv(d, BI), cdiv(d, BJ))``."""
+        seed = tl.load(seed_ptr)
         q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
         i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
         j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
@@ -323,7 +331,7 @@ if triton is not None:
 
     @triton.jit
     def _pq_product_kernel(
-        v_ptr, r_ptr, w_ptr, out_ptr, num, dim, rdim, seed, drop_levels,
+        v_ptr, r_ptr, w_ptr, out_ptr, num, dim, rdim, seed_ptr, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
         ACC: tl.constexpr, PRECISION: tl.constexpr, TRANSPOSED: tl.constexpr,
     ):  # fmt: skip
@@ -331,6 +339,7 @@ if triton is not None:
 
         As :func:`_product_kernel`, with the tiles of ``r_b W`` built by :func:`_relation_matrix_tile`.
         """
+        seed = tl.load(seed_ptr)
         q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
         q_ok = q < num
         if TRANSPOSED:
@@ -362,11 +371,12 @@ if triton is not None:
 
     @triton.jit
     def _pq_grad_r_kernel(
-        x_ptr, g_ptr, w_ptr, gr_ptr, num, dim, rdim, seed, drop_levels,
+        x_ptr, g_ptr, w_ptr, gr_ptr, num, dim, rdim, seed_ptr, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
         ACC: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
         """``gr[b, k] = sum_ij keep_b[i, j] x[b, i] g[b, j] W[k, i, j]``; grid ``(cdiv(B, BQ), cdiv(d_r, BK))``."""
+        seed = tl.load(seed_ptr)
         q = (tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)).to(tl.int64)
         k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
         q_ok = q < num
@@ -392,7 +402,7 @@ if triton is not None:
 
     @triton.jit
     def _pq_grad_w_kernel(
-        x_ptr, g_ptr, r_ptr, gw_ptr, num, dim, rdim, seed, drop_levels,
+        x_ptr, g_ptr, r_ptr, gw_ptr, num, dim, rdim, seed_ptr, drop_levels,
         BLOCK_Q: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
         ACC: tl.constexpr, PRECISION: tl.constexpr,
     ):  # fmt: skip
@@ -400,6 +410,7 @@ if triton is not None:
 
         Grid ``(cdiv(d_r, BK), cdiv(d, BI), cdiv(d, BJ))``.
         """
+        seed = tl.load(seed_ptr)
         k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
         i0 = tl.program_id(1) * BLOCK_I
         j0 = tl.program_id(2) * BLOCK_J
@@ -439,7 +450,7 @@ def _check_drop_levels(drop_levels: int) -> None:
 
 
 def triton_core_dropout_masks(
-    seed: int,
+    seed: int | torch.Tensor,
     num_queries: int,
     dim: int,
     drop_levels: int,
@@ -448,7 +459,7 @@ def triton_core_dropout_masks(
 ) -> torch.Tensor:
     """Materialise the keep masks the kernels draw for a batch of ``num_queries`` queries (tests, small shapes).
 
-    :param seed: the base seed of the forward pass, in ``[0, 2^63)``
+    :param seed: the base seed of the forward pass: an int in ``[0, 2^63)`` or a seed tensor (:func:`seed_tensor`)
     :param num_queries: ``B``
     :param dim: ``d``
     :param drop_levels: ``round(p * 65536)``; an entry is dropped iff the upper 16 bits of its word are below it
@@ -460,6 +471,7 @@ def triton_core_dropout_masks(
     _check_available(device)
     _check_drop_levels(drop_levels)
     blocks = blocks or DEFAULT_BLOCKS
+    seed = seed_tensor(seed, device, "triton_core_dropout_masks")
     out = torch.empty(num_queries, dim, dim, dtype=torch.int8, device=device)
     if num_queries and dim:
         grid = (triton.cdiv(num_queries, blocks.query), triton.cdiv(dim, blocks.row), triton.cdiv(dim, blocks.col))
@@ -510,27 +522,34 @@ def _pieces(index: torch.Tensor, num_groups: int, piece: int):
 class _TritonDistinctCoreContraction(torch.autograd.Function):
     """``z_b = x_b @ (keep_b * M[index_b])`` (unscaled) with the masks drawn in the kernels, never stored.
 
-    Saves only ``x``, ``M`` and ``index`` (the seed and mask threshold as attributes); backward redraws the masks.
+    Saves only ``x``, ``M``, ``index`` and the seed tensor (the mask threshold as an attribute); backward redraws
+    the masks.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: torch.Tensor, matrices: torch.Tensor, index: torch.Tensor, seed: int, drop_levels: int, blocks
+        ctx,
+        x: torch.Tensor,
+        matrices: torch.Tensor,
+        index: torch.Tensor,
+        seed: torch.Tensor,
+        drop_levels: int,
+        blocks,
     ) -> torch.Tensor:
         num, dim = x.shape
         x, matrices, index = x.contiguous(), matrices.contiguous(), index.contiguous()
         out = torch.empty_like(x)
         if num:
             _launch_product(x, matrices, index, out, seed, drop_levels, blocks, transposed=False)
-        ctx.save_for_backward(x, matrices, index)
-        ctx.seed, ctx.drop_levels, ctx.blocks = seed, drop_levels, blocks
+        ctx.save_for_backward(x, matrices, index, seed)
+        ctx.drop_levels, ctx.blocks = drop_levels, blocks
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        x, matrices, index = ctx.saved_tensors
+        x, matrices, index, seed = ctx.saved_tensors
         need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        seed, drop_levels, blocks = ctx.seed, ctx.drop_levels, ctx.blocks
+        drop_levels, blocks = ctx.drop_levels, ctx.blocks
         num, dim = x.shape
         g = grad_out.to(x.dtype).contiguous()
         grad_x = grad_m = None
@@ -599,7 +618,7 @@ class _TritonPerQueryCoreContraction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: torch.Tensor, r: torch.Tensor, core: torch.Tensor, seed: int, drop_levels: int, blocks
+        ctx, x: torch.Tensor, r: torch.Tensor, core: torch.Tensor, seed: torch.Tensor, drop_levels: int, blocks
     ) -> torch.Tensor:
         x, r, core = x.contiguous(), r.contiguous(), core.contiguous()
         (num, dim), rdim = x.shape, r.shape[1]
@@ -608,15 +627,15 @@ class _TritonPerQueryCoreContraction(torch.autograd.Function):
             grid = (triton.cdiv(num, blocks.query), triton.cdiv(dim, blocks.col))
             options = _gemm_options(x.dtype, blocks)
             _pq_product_kernel[grid](x, r, core, out, num, dim, rdim, seed, drop_levels, TRANSPOSED=False, **options)
-        ctx.save_for_backward(x, r, core)
-        ctx.seed, ctx.drop_levels, ctx.blocks = seed, drop_levels, blocks
+        ctx.save_for_backward(x, r, core, seed)
+        ctx.drop_levels, ctx.blocks = drop_levels, blocks
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        x, r, core = ctx.saved_tensors
+        x, r, core, seed = ctx.saved_tensors
         need_x, need_r, need_w = ctx.needs_input_grad[:3]
-        seed, drop_levels, blocks = ctx.seed, ctx.drop_levels, ctx.blocks
+        drop_levels, blocks = ctx.drop_levels, ctx.blocks
         (num, dim), rdim = x.shape, r.shape[1]
         g = grad_out.to(x.dtype).contiguous()
         options = _gemm_options(x.dtype, blocks)
@@ -647,8 +666,35 @@ def _gemm_options(dtype: torch.dtype, blocks: TritonGemmBlockSizes) -> dict:
     )  # fmt: skip
 
 
-def _check_common(name: str, x: torch.Tensor, seed: int, drop_levels: int, others: dict[str, torch.Tensor]) -> None:
-    """Dtype, device, seed and threshold checks shared by the two entry points."""
+def seed_tensor(seed: int | torch.Tensor, device: torch.device | str, name: str = "seed_tensor") -> torch.Tensor:
+    """The base seed as the kernels read it: a one-element int64 tensor on ``device``.
+
+    The kernels load the seed on the device rather than taking it as a launch argument, so that a step captured as a
+    CUDA graph, whose launch arguments are fixed at capture, draws new masks at every replay when the seed tensor is
+    redrawn inside it (:func:`pykeen_momok.nn.tucker.draw_core_seed_tensor`).
+
+    :param seed: an int in ``[0, 2^63)``, or such a tensor (returned as it is; its value is not checked: that would
+        make the host wait for the device)
+    :param device: the kernels' device
+    :param name: the caller, for the error messages
+    :raises ValueError: an int out of range, or a tensor of another shape, dtype or device
+    """
+    device = torch.device(device)
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != device:
+            raise ValueError(
+                f"{name}: a seed tensor must be one int64 element on {device}, got {seed.dtype} of shape "
+                f"{tuple(seed.shape)} on {seed.device}"
+            )
+        return seed.reshape(1)
+    seed = int(seed)
+    if not 0 <= seed < 1 << 63:
+        raise ValueError(f"{name}: seed must lie in [0, 2^63), got {seed}")
+    return torch.full((1,), seed, dtype=torch.int64, device=device)
+
+
+def _check_common(name: str, x: torch.Tensor, drop_levels: int, others: dict[str, torch.Tensor]) -> None:
+    """Dtype, device and threshold checks shared by the two entry points."""
     _check_available(x.device)
     _check_drop_levels(drop_levels)
     if x.dtype not in SUPPORTED_DTYPES or any(t.dtype != x.dtype for t in others.values()):
@@ -659,15 +705,13 @@ def _check_common(name: str, x: torch.Tensor, seed: int, drop_levels: int, other
     if any(t.device != x.device for t in others.values()):
         devices = ", ".join(f"{key} {t.device}" for key, t in others.items())
         raise ValueError(f"{name}: all inputs must be on one device, got x {x.device}, {devices}")
-    if not 0 <= seed < 1 << 63:
-        raise ValueError(f"{name}: seed must lie in [0, 2^63), got {seed}")
 
 
 def triton_core_contraction_per_query(
     x: torch.Tensor,
     r: torch.Tensor,
     core: torch.Tensor,
-    seed: int,
+    seed: int | torch.Tensor,
     drop_levels: int,
     blocks: TritonGemmBlockSizes | None = None,
 ) -> torch.Tensor:
@@ -678,7 +722,7 @@ def triton_core_contraction_per_query(
     :param x: ``(B, d)``
     :param r: ``(B, d_r)``
     :param core: ``W``, ``(d_r, d, d)``
-    :param seed: the base seed of the masks, in ``[0, 2^63)``
+    :param seed: the base seed of the masks: an int in ``[0, 2^63)`` or a seed tensor (:func:`seed_tensor`)
     :param drop_levels: ``round(p * 65536)`` in ``[0, 65536)``
     :param blocks: tile sizes (default :data:`DEFAULT_GEMM_BLOCKS`)
     :return: ``(B, d)``, unscaled
@@ -689,16 +733,16 @@ def triton_core_contraction_per_query(
             f"{name}: expected x (B, d), r (B, d_r) and core (d_r, d, d), got {tuple(x.shape)}, {tuple(r.shape)} and "
             f"{tuple(core.shape)}"
         )
-    _check_common(name, x, seed, drop_levels, dict(r=r, core=core))
+    _check_common(name, x, drop_levels, dict(r=r, core=core))
     blocks = blocks or DEFAULT_GEMM_BLOCKS
-    return _TritonPerQueryCoreContraction.apply(x, r, core, int(seed), int(drop_levels), blocks)
+    return _TritonPerQueryCoreContraction.apply(x, r, core, seed_tensor(seed, x.device, name), int(drop_levels), blocks)
 
 
 def triton_core_contraction(
     x: torch.Tensor,
     matrices: torch.Tensor,
     index: torch.Tensor,
-    seed: int,
+    seed: int | torch.Tensor,
     drop_levels: int,
     blocks: TritonBlockSizes | None = None,
 ) -> torch.Tensor:
@@ -710,7 +754,7 @@ def triton_core_contraction(
     :param x: ``(B, d)``, one of :data:`SUPPORTED_DTYPES`
     :param matrices: ``(U, d, d)``, same dtype and device as ``x``
     :param index: ``(B,)`` integer, values in ``[0, U)``
-    :param seed: the base seed of the masks, in ``[0, 2^63)``
+    :param seed: the base seed of the masks: an int in ``[0, 2^63)`` or a seed tensor (:func:`seed_tensor`)
     :param drop_levels: ``round(p * 65536)`` in ``[0, 65536)``
     :param blocks: tile sizes (default :data:`DEFAULT_BLOCKS`); the values do not depend on them beyond rounding
     :return: ``(B, d)``, unscaled
@@ -723,9 +767,10 @@ def triton_core_contraction(
     if index.shape != (x.shape[0],) or index.dtype.is_floating_point or index.dtype == torch.bool:
         raise ValueError(f"triton_core_contraction: expected an integer index of shape ({x.shape[0]},), got "
                          f"{index.dtype} {tuple(index.shape)}")  # fmt: skip
-    _check_common("triton_core_contraction", x, seed, drop_levels, dict(matrices=matrices))
+    _check_common("triton_core_contraction", x, drop_levels, dict(matrices=matrices))
     if index.device != x.device:
         raise ValueError(f"triton_core_contraction: index must be on x's device {x.device}, got {index.device}")
+    seed = seed_tensor(seed, x.device, "triton_core_contraction")
     return _TritonDistinctCoreContraction.apply(
-        x, matrices, index.long(), int(seed), int(drop_levels), blocks or DEFAULT_BLOCKS
+        x, matrices, index.long(), seed, int(drop_levels), blocks or DEFAULT_BLOCKS
     )
