@@ -200,8 +200,15 @@ class StepTimes:
 
 #: the Adam of both optimisers of a :class:`Trainer` (the model's and MoMoK's CLUB estimator's), by name: PyTorch's
 #: fused kernel (what the configs and recipes ask for, and the estimator's default), its multi-tensor ``foreach``
-#: updates (its default on CUDA), or its default for the device (what the figures before December 2026 used)
-ADAMS: dict[str, dict[str, bool]] = {"fused": dict(fused=True), "foreach": dict(foreach=True), "default": {}}
+#: updates (its default on CUDA), or its default for the device (what the figures before December 2026 used);
+#: ``capturable``: the fused kernel with its step counts and learning-rate terms on the device, as a step captured
+#: as a CUDA graph needs (PyTorch refuses the others inside a capture; CUDA only)
+ADAMS: dict[str, dict[str, bool]] = {
+    "fused": dict(fused=True),
+    "foreach": dict(foreach=True),
+    "default": {},
+    "capturable": dict(fused=True, capturable=True),
+}
 
 
 class Trainer:
@@ -292,6 +299,17 @@ class Trainer:
             raise FloatingPointError(f"non-finite loss {loss_value}")
         return StepTimes(forward=t1 - t0, backward=t2 - t1, optimizer=t3 - t2, estimator=t4 - t3)
 
+    def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One training step as the loop takes it, nothing read on the host; the loss, detached (on the device)."""
+        loss = self._forward(batch)
+        loss.backward()
+        detached = loss.detach()
+        del loss
+        self.model.post_forward_pass()
+        self._update()
+        self.model.post_parameter_update()
+        return detached
+
     def steps_back_to_back(self, batches: Sequence[dict[str, torch.Tensor]]) -> float:
         """Seconds per step of training steps run back to back, one wait for the device at the end.
 
@@ -305,13 +323,8 @@ class Trainer:
         start = time.perf_counter()
         total = None
         for batch in batches:
-            loss = self._forward(batch)
-            loss.backward()
-            total = loss.detach() if total is None else total + loss.detach()
-            del loss
-            model.post_forward_pass()
-            self._update()
-            model.post_parameter_update()
+            loss = self.train_step(batch)
+            total = loss if total is None else total + loss
         sync(device)
         seconds = (time.perf_counter() - start) / max(len(batches), 1)
         if total is not None and not math.isfinite(total.item()):

@@ -12,15 +12,16 @@
 # Written for one H200 slot of about 15 minutes, start-up included (estimated, not yet measured: no GPU has run it);
 # each step has a time limit inside a total budget ($BUDGET_S, 540 s: a lease runs one command for 10 minutes at
 # most), results are packed after every step, and the steps run in the order of need ($STEPS): tests,
-# train_epoch (the issue's table), sync_check, step_ops (kernel launches per step), lcwa_batches (building the
-# batches), quality (fp32 vs bf16 MRR, epochs timed with evaluation), profiles, kernels (tile sweep). GPU machines
-# here reach no package index, so `prepare` downloads, on the dev machine, PyKEEN and the dependencies that the GPU image lacks
+# train_epoch (the issue's table), graph_step (the step as one CUDA graph), sync_check, step_ops (kernel launches
+# per step), lcwa_batches (building the batches), quality (fp32 vs bf16 MRR, epochs timed with evaluation),
+# profiles, kernels (tile sweep). GPU machines here reach no package index, so `prepare` downloads, on the dev machine, PyKEEN and the dependencies that the GPU image lacks
 # (its image has torch, triton, numpy, scipy, pandas, scikit-learn...), as CPython 3.12 manylinux wheels; the
 # session installs this package from them with the `gpu` extra, offline. `prepare` also copies the read-only
 # MKG-Y files into .gpu_carry/data (ignored by git, never committed), because ../shared does not travel.
 #
 # Results: $OUT/session.log (everything printed), $OUT/tests.log, $OUT/train_epoch.csv, $OUT/tucker_kernels.csv,
-# $OUT/sync_check.json and $OUT/gpu_session_results.tar.gz (all JSON, CSV, quality curves and profiler tables).
+# $OUT/sync_check.json, $OUT/graph_step.json and $OUT/gpu_session_results.tar.gz (all JSON, CSV, quality curves
+# and profiler tables).
 # $OUT defaults to benchmarks/results/gpu_session.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +70,7 @@ BUDGET=${BUDGET_S:-540}
 declare -a SUMMARY=()
 
 pack() {  # results so far: the tarball and the two CSVs next to session.log (after every step: a cut run keeps them)
-    for name in train_epoch.csv tucker_kernels.csv sync_check.json step_ops.json lcwa_batches.json; do
+    for name in train_epoch.csv tucker_kernels.csv sync_check.json step_ops.json lcwa_batches.json graph_step.json; do
         [[ -f "$RESULTS/$name" ]] && cp "$RESULTS/$name" "$OUT/$name"
     done
     tar -czf "$OUT/gpu_session_results.tar.gz" -C "$OUT" results
@@ -140,6 +141,7 @@ if ((QUICK)); then
         --repeats 1 --batches 1 --warmup 0 --back-to-back 1 --no-memory --threads 1 --validation-limit 20)
     sync_args=(--dim 16 --batch-size 32 --warmup 1 --threads 1 --loop-triples 48)
     ops_args=(--steps 1 --threads 1)
+    graph_args=(--dataset synthetic --batch-size 4 --steps 1 --loss-steps 1 --warmup 0 --threads 1)
     batch_args=(--batch-sizes 64 --repeats 1 --threads 1)
     quality_args=(--dataset SyntheticMMKG --epochs 2 --eval-every-epochs 1 --threads 1)
 else
@@ -155,6 +157,7 @@ else
         per-query@1024 tucker@1024)
     sync_args=()
     ops_args=()
+    graph_args=()
     batch_args=(--batch-sizes 1024 256 --repeats 2)
     # the paper's recipe on MKG-Y with periodic validation, float32 then bfloat16, each for the same wall-clock time
     quality_args=(--dataset MKG-Y --dataset-dir "$DATA" --minutes 1.5 --eval-every-epochs 10)
@@ -162,7 +165,7 @@ fi
 
 # STEPS: which steps, in this order (the most needed first: a run cut by the budget keeps those); a second lease
 # call can run what the first did not reach, e.g. STEPS="quality kernels profiles" bash benchmarks/gpu_session.sh
-STEPS=${STEPS:-"tests train_epoch sync_check step_ops lcwa_batches quality profiles kernels"}
+STEPS=${STEPS:-"tests train_epoch graph_step sync_check step_ops lcwa_batches quality profiles kernels"}
 for name in $STEPS; do
     case $name in
     tests)
@@ -172,6 +175,11 @@ for name in $STEPS; do
     train_epoch)
         step train_epoch 260 env PYKEEN_MOMOK_TUCKER_PATH=auto "$PY" benchmarks/train_epoch.py --device "$DEVICE" \
             --dataset-dir "$DATA" "${train_args[@]}" --out "$RESULTS/train_epoch.json"
+        ;;
+    graph_step)
+        # the whole training step captured as one CUDA graph (Triton path, device-side draws) against it run eagerly
+        step graph_step 120 "$PY" benchmarks/graph_step.py --device "$DEVICE" --dataset-dir "$DATA" "${graph_args[@]}" \
+            --out "$RESULTS/graph_step.json"
         ;;
     sync_check)
         step sync_check 60 "$PY" benchmarks/sync_check.py --device "$DEVICE" --dataset-dir "$DATA" "${sync_args[@]}" \
