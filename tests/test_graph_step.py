@@ -13,10 +13,11 @@ import torch
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import _common as common  # noqa: E402
 import graph_step  # noqa: E402
 
 from pykeen_momok.datasets.synthetic import SyntheticMMKG  # noqa: E402
+
+import _common as common  # noqa: E402
 
 
 def test_the_script_runs_the_eager_steps_and_says_capture_needs_cuda(tmp_path):

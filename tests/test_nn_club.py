@@ -101,14 +101,20 @@ def test_detach_params():
     assert all(p.grad is not None for p in club.parameters())
 
 
-def test_regularizer_pairs_and_values():
+def _regularizer_and_outputs(**kwargs):
+    """A float64 regularizer over two modalities (d 3 and 2, K = 3, n = 6) with random weights, and expert outputs."""
     torch.manual_seed(1)
-    reg = ExpertMIRegularizer([3, 2]).double()
-    assert [e.hidden_dim for e in reg.estimators] == [3, 2]
+    reg = ExpertMIRegularizer([3, 2], **kwargs).double()
     for p in reg.parameters():
         torch.nn.init.normal_(p)
     v0 = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
     v1 = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
+    return reg, v0, v1
+
+
+def test_regularizer_pairs_and_values():
+    reg, v0, v1 = _regularizer_and_outputs()
+    assert [e.hidden_dim for e in reg.estimators] == [3, 2]
     torch.manual_seed(5)
     value = reg([v0, v1])
     # replay the RNG: one shared pair from randperm(K)[:2], then one randperm(n) per modality
@@ -160,12 +166,7 @@ def test_regularizer_pair_per_modality_and_validation():
 @pytest.mark.parametrize("shared_pair", [True, False])
 def test_regularizer_draws_its_pairs_on_the_device(shared_pair):
     """``pair_draw="device"``: the first two of ``argsort(rand(K))`` on the outputs' device, gathered there."""
-    torch.manual_seed(1)
-    reg = ExpertMIRegularizer([3, 2], shared_pair=shared_pair, pair_draw="device").double()
-    for p in reg.parameters():
-        torch.nn.init.normal_(p)
-    v0 = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
-    v1 = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
+    reg, v0, v1 = _regularizer_and_outputs(shared_pair=shared_pair, pair_draw="device")
     torch.manual_seed(5)
     value = reg([v0, v1])
     torch.manual_seed(5)
