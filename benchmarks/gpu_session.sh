@@ -211,7 +211,7 @@ for name in $STEPS; do
             --out "$RESULTS/tucker_kernels.json"
         ;;
     *)
-        echo "unknown step $name (known: tests train_epoch sync_check step_ops lcwa_batches quality profiles kernels)" >&2
+        echo "unknown step $name (known: tests train_epoch graph_step sync_check step_ops lcwa_batches quality profiles kernels)" >&2
         ;;
     esac
 done
