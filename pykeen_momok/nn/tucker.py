@@ -635,6 +635,8 @@ def _fused_core_contraction(
     if chunk_size is None:
         chunk_size = default_chunk_size(x.shape[-1], x.device)
     if threshold is not None and scale == 0.0:  # p = 1: everything dropped
+        if seed is None:
+            draw_core_seed()  # as before: the CPU random stream of a run does not depend on p
         return x.new_zeros(x.shape) + 0.0 * (x.sum() + matrices.sum()), None, None
     x, matrices = _working_dtype(x, matrices)  # read autocast's state before it is switched off
     with autocast_disabled(x.device.type):
@@ -767,6 +769,8 @@ def _fused_core_contraction_per_query(
         gemm_chunks = default_gemm_chunks(chunk_size, x.shape[-1], x.device)
     gemm_chunks = max(1, int(gemm_chunks))
     if threshold is not None and scale == 0.0:
+        if seed is None:
+            draw_core_seed()  # as before: the CPU random stream of a run does not depend on p
         return x.new_zeros(x.shape) + 0.0 * (x.sum() + r.sum() + core.sum()), None, None
     x, r, core = _working_dtype(x, r, core)  # read autocast's state before it is switched off
     with autocast_disabled(x.device.type):

@@ -673,15 +673,17 @@ def seed_tensor(seed: int | torch.Tensor, device: torch.device | str, name: str 
     CUDA graph, whose launch arguments are fixed at capture, draws new masks at every replay when the seed tensor is
     redrawn inside it (:func:`pykeen_momok.nn.tucker.draw_core_seed_tensor`).
 
-    :param seed: an int in ``[0, 2^63)``, or such a tensor (returned as it is; its value is not checked: that would
-        make the host wait for the device)
+    :param seed: an int in ``[0, 2^63)``, or such a tensor (returned as a ``(1,)`` view; its value is not checked:
+        that would make the host wait for the device)
     :param device: the kernels' device
     :param name: the caller, for the error messages
     :raises ValueError: an int out of range, or a tensor of another shape, dtype or device
     """
     device = torch.device(device)
     if isinstance(seed, torch.Tensor):
-        if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != device:
+        # torch.device("cuda") != torch.device("cuda:0"): compare the index only where one is given
+        other_device = seed.device.type != device.type or device.index not in (None, seed.device.index)
+        if seed.dtype != torch.int64 or seed.numel() != 1 or other_device:
             raise ValueError(
                 f"{name}: a seed tensor must be one int64 element on {device}, got {seed.dtype} of shape "
                 f"{tuple(seed.shape)} on {seed.device}"
