@@ -125,6 +125,14 @@ def build_momok(training, device: torch.device, seed: int = 0, **kwargs):
     return model.to(device)
 
 
+def tucker_heads(model) -> list:
+    """Every Tucker head of a MoMoK, the joint one (where there is one) last."""
+    heads = list(model.interaction.heads)
+    if model.interaction.joint:
+        heads.append(model.interaction.joint_head)
+    return heads
+
+
 def set_per_query(model, per_query: bool) -> None:
     """Switch a MoMoK between its normal path and the reference's way, on the same weights.
 
@@ -132,10 +140,7 @@ def set_per_query(model, per_query: bool) -> None:
     builds one ``d x d`` matrix per query and drops it out with ``F.dropout``, and all activations are kept
     for the backward pass, as the reference implementation does.
     """
-    heads = list(model.interaction.heads)
-    if model.interaction.joint:
-        heads.append(model.interaction.joint_head)
-    for head in heads:
+    for head in tucker_heads(model):
         head.fused = not per_query
     model.recompute_candidates = not per_query
 
@@ -146,10 +151,7 @@ def set_contraction_path(model, path: str | None) -> None:
     ``"torch"`` / ``"triton"`` / ``"auto"``: see :mod:`pykeen_momok.nn.tucker` (the base-modality heads' distinct
     relation matrices and the joint head's per-query relation vectors each have their own Triton kernels).
     """
-    heads = list(model.interaction.heads)
-    if model.interaction.joint:
-        heads.append(model.interaction.joint_head)
-    for head in heads:
+    for head in tucker_heads(model):
         head.contraction_path = path
 
 

@@ -77,7 +77,7 @@ class CapturedStep:
         with torch.cuda.graph(self.graph):
             self.loss = trainer.train_step(self.inputs)
         # the heads' seed tensors of the captured step: each replay draws new values into them
-        self.seeds = [head.last_core_seed for head in heads(trainer.model)]
+        self.seeds = [head.last_core_seed for head in common.tucker_heads(trainer.model)]
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Replay on ``batch``; the step's loss (a tensor the next replay overwrites: clone it to keep it)."""
@@ -85,14 +85,6 @@ class CapturedStep:
             value.copy_(batch[key])
         self.graph.replay()
         return self.loss
-
-
-def heads(model) -> list:
-    """Every Tucker head of a MoMoK, the joint one last."""
-    found = list(model.interaction.heads)
-    if model.interaction.joint:
-        found.append(model.interaction.joint_head)
-    return found
 
 
 def state_tensors(trainer: common.Trainer) -> list[torch.Tensor]:
@@ -104,6 +96,13 @@ def state_tensors(trainer: common.Trainer) -> list[torch.Tensor]:
         for state in optimizer.state.values():
             tensors.extend(value for value in state.values() if isinstance(value, torch.Tensor))
     return tensors
+
+
+def restore_state(trainer: common.Trainer, saved: list[torch.Tensor]) -> None:
+    """Copy ``saved`` (clones of :func:`state_tensors`) back into the trainer's state, in place."""
+    with torch.no_grad():
+        for tensor, value in zip(state_tensors(trainer), saved, strict=True):
+            tensor.copy_(value)
 
 
 def build_trainer(training, device: torch.device, config: str, sizes: dict, adam: str) -> common.Trainer:
@@ -146,9 +145,7 @@ def measure(trainer: common.Trainer, device: torch.device, args: argparse.Namesp
     if device.type != "cuda":
         result["capture_error"] = f"capture needs CUDA (device {device})"
         return result
-    with torch.no_grad():
-        for tensor, value in zip(state_tensors(trainer), saved, strict=True):
-            tensor.copy_(value)
+    restore_state(trainer, saved)
     start = time.perf_counter()
     try:
         step = CapturedStep(trainer, batches[0])
@@ -159,9 +156,7 @@ def measure(trainer: common.Trainer, device: torch.device, args: argparse.Namesp
     torch.cuda.synchronize(device)
     result["capture_s"] = time.perf_counter() - start
     # the warm-up and capture moved the state on: restore it, so the replayed losses start where the eager ones did
-    with torch.no_grad():
-        for tensor, value in zip(state_tensors(trainer), saved, strict=True):
-            tensor.copy_(value)
+    restore_state(trainer, saved)
     result["graph_losses"] = [float(step(b)) for b in loss_batches]
     seeds = []
     for b in batches[:3]:
