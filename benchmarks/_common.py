@@ -110,6 +110,18 @@ def load_mkgy(dataset_dir: str | os.PathLike, seed: int = 0):
     return training, validation, testing
 
 
+def add_step_arguments(parser, default_dataset: str = "mkgy") -> None:
+    """``--dataset-dir``, ``--device`` and ``--dataset`` (MKG-Y at the reference sizes, or the demo graph)."""
+    parser.add_argument("--dataset-dir", default=str(DEFAULT_DATASET_DIR), help="the MKG-Y folder (read only)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--dataset",
+        choices=["synthetic", "mkgy"],
+        default=default_dataset,
+        help="MKG-Y at the reference sizes (d 300, d_r 256), or the demo graph (tiny sizes, for checks)",
+    )
+
+
 # -- models ---------------------------------------------------------------------------------------------------
 
 

@@ -14,13 +14,14 @@
 # most), results are packed after every step, and the steps run in the order of need ($STEPS): tests,
 # train_epoch (the table), graph_step (the step as one CUDA graph), sync_check, step_ops (kernel launches
 # per step), lcwa_batches (building the batches), quality (fp32 vs bf16 MRR, epochs timed with evaluation),
-# profiles, kernels (tile sweep). GPU machines here reach no package index, so `prepare` downloads, on the dev machine, PyKEEN and the dependencies that the GPU image lacks
+# profiles, kernels (tile sweep), compile_breaks (where torch.compile breaks the step: the Triton path is traced on
+# CUDA only). GPU machines here reach no package index, so `prepare` downloads, on the dev machine, PyKEEN and the dependencies that the GPU image lacks
 # (its image has torch, triton, numpy, scipy, pandas, scikit-learn...), as CPython 3.12 manylinux wheels; the
 # session installs this package from them with the `gpu` extra, offline. `prepare` also copies the read-only
 # MKG-Y files into .gpu_carry/data (ignored by git, never committed), because ../shared does not travel.
 #
 # Results: $OUT/session.log (everything printed), $OUT/tests.log, $OUT/train_epoch.csv, $OUT/tucker_kernels.csv,
-# $OUT/sync_check.json, $OUT/graph_step.json and $OUT/gpu_session_results.tar.gz (all JSON, CSV, quality curves
+# $OUT/sync_check.json, $OUT/graph_step.json, $OUT/compile_breaks.json and $OUT/gpu_session_results.tar.gz (all JSON, CSV, quality curves
 # and profiler tables).
 # $OUT defaults to benchmarks/results/gpu_session.
 set -uo pipefail
@@ -70,7 +71,7 @@ BUDGET=${BUDGET_S:-540}
 declare -a SUMMARY=()
 
 pack() {  # results so far: the tarball and the two CSVs next to session.log (after every step: a cut run keeps them)
-    for name in train_epoch.csv tucker_kernels.csv sync_check.json step_ops.json lcwa_batches.json graph_step.json; do
+    for name in train_epoch.csv tucker_kernels.csv sync_check.json step_ops.json lcwa_batches.json graph_step.json compile_breaks.json; do
         [[ -f "$RESULTS/$name" ]] && cp "$RESULTS/$name" "$OUT/$name"
     done
     tar -czf "$OUT/gpu_session_results.tar.gz" -C "$OUT" results
@@ -142,6 +143,7 @@ if ((QUICK)); then
     sync_args=(--dim 16 --batch-size 32 --warmup 1 --threads 1 --loop-triples 48)
     ops_args=(--steps 1 --threads 1)
     graph_args=(--dataset synthetic --batch-size 4 --steps 1 --loss-steps 1 --warmup 0 --threads 1)
+    compile_args=(--dataset synthetic --configs torch+keep triton)
     batch_args=(--batch-sizes 64 --repeats 1 --threads 1)
     quality_args=(--dataset SyntheticMMKG --epochs 2 --eval-every-epochs 1 --threads 1)
 else
@@ -158,6 +160,7 @@ else
     sync_args=()
     ops_args=()
     graph_args=()
+    compile_args=()
     batch_args=(--batch-sizes 1024 256 --repeats 2)
     # the paper's recipe on MKG-Y with periodic validation, float32 then bfloat16, each for the same wall-clock time
     quality_args=(--dataset MKG-Y --dataset-dir "$DATA" --minutes 1.5 --eval-every-epochs 10)
@@ -165,7 +168,7 @@ fi
 
 # STEPS: which steps, in this order (the most needed first: a run cut by the budget keeps those); a second lease
 # call can run what the first did not reach, e.g. STEPS="quality kernels profiles" bash benchmarks/gpu_session.sh
-STEPS=${STEPS:-"tests train_epoch graph_step sync_check step_ops lcwa_batches quality profiles kernels"}
+STEPS=${STEPS:-"tests train_epoch graph_step sync_check step_ops lcwa_batches quality profiles kernels compile_breaks"}
 for name in $STEPS; do
     case $name in
     tests)
@@ -210,8 +213,13 @@ for name in $STEPS; do
         step tucker_kernels 120 "$PY" benchmarks/tucker_kernels.py --device "$DEVICE" "${kernel_args[@]}" \
             --out "$RESULTS/tucker_kernels.json"
         ;;
+    compile_breaks)
+        # where torch.compile (Dynamo) breaks a training forward pass into graphs, per contraction path
+        step compile_breaks 90 "$PY" benchmarks/compile_breaks.py --device "$DEVICE" --dataset-dir "$DATA" \
+            "${compile_args[@]}" --out "$RESULTS/compile_breaks.json"
+        ;;
     *)
-        echo "unknown step $name (known: tests train_epoch graph_step sync_check step_ops lcwa_batches quality profiles kernels)" >&2
+        echo "unknown step $name (known: tests train_epoch graph_step sync_check step_ops lcwa_batches quality profiles kernels compile_breaks)" >&2
         ;;
     esac
 done

@@ -179,14 +179,7 @@ def measure(trainer: common.Trainer, device: torch.device, args: argparse.Namesp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset-dir", default=str(common.DEFAULT_DATASET_DIR), help="the MKG-Y folder (read only)")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument(
-        "--dataset",
-        choices=["synthetic", "mkgy"],
-        default="mkgy",
-        help="MKG-Y at the reference sizes (d 300, d_r 256), or the demo graph (tiny sizes, for checks)",
-    )
+    common.add_step_arguments(parser)
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
     parser.add_argument("--dim", type=int, default=None, help="d (default: 300 on MKG-Y, 8 on the demo graph)")
     parser.add_argument("--relation-dim", type=int, default=None, help="d_r (default: 256 on MKG-Y, --dim otherwise)")

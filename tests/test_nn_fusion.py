@@ -105,3 +105,20 @@ def test_attention_weights_are_forwards_without_fusing():
     torch.testing.assert_close(weights.sum(dim=-1), torch.ones(6, 2))
     with pytest.raises(ValueError, match="expected 3 modality inputs"):
         fusion.attention_weights(other[:2])
+
+
+def test_fusion_under_an_activation_checkpoint_traces_as_one_graph():
+    """``torch.compile`` traces the fusion inside an activation checkpoint (as the model's candidates run) without a
+    break: the attention weights are stored only when the call runs eagerly, where they still are."""
+    import torch._dynamo
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    fusion = ModalityFusion([3, 4], out_dim=5, num_heads=2, dropout=0.1).train()
+    inputs = [torch.randn(6, 3, requires_grad=True), torch.randn(6, 4, requires_grad=True)]
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(lambda *x: checkpoint(fusion, list(x), use_reentrant=False))(*inputs)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    assert fusion.last_attention is None  # traced, not run: nothing stored
+    fusion(inputs)
+    assert fusion.last_attention.shape == (6, 2, 2)

@@ -79,7 +79,8 @@ class ModalityFusion(nn.Module):
         """Fuse the modality vectors.
 
         :param inputs: one tensor per modality, shapes ``(n, d_m)`` in the order of ``in_dims``
-        :return: shape ``(n, out_dim)``; the attention weights are kept in :attr:`last_attention`
+        :return: shape ``(n, out_dim)``; the attention weights are kept in :attr:`last_attention`, except while
+            ``torch.compile`` traces the call (an attribute set inside an activation checkpoint breaks its graph)
         """
         out: torch.Tensor | None = None
         weights = []
@@ -87,6 +88,7 @@ class ModalityFusion(nn.Module):
             context = (beta.unsqueeze(-1) * v).sum(dim=1)  # (n, d); faster than a bmm of (n, 1, M) x (n, M, d)
             out = context if out is None else out + context
             weights.append(beta.detach())
-        self.last_attention = torch.stack(weights, dim=1)
+        if not torch.compiler.is_compiling():
+            self.last_attention = torch.stack(weights, dim=1)
         assert out is not None
         return out
