@@ -9,14 +9,12 @@ modules together, it only hides the tie until it runs.
 from __future__ import annotations
 
 import ast
-import os
 import pathlib
 import subprocess
-import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fresh_interpreters import run_fresh
 
 PACKAGE = "pykeen_momok"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
@@ -174,20 +172,10 @@ print("ok")
 """
 
 
-def _run(module: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHECK.format(module=module))],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def alone() -> dict[str, subprocess.CompletedProcess]:
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(MODULES, pool.map(_run, MODULES), strict=True))
+    # forked from a server that imported torch and the like, never pykeen or pykeen_momok: see fresh_interpreters
+    return run_fresh({module: textwrap.dedent(CHECK.format(module=module)) for module in MODULES})
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

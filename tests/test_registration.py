@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fresh_interpreters import run_fresh
 
 FIRST_IMPORTS = [
     "pykeen",
@@ -52,21 +52,10 @@ print("ok")
 """
 
 
-def _run(first: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHECK.format(first=first))],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def results() -> dict[str, subprocess.CompletedProcess]:
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(FIRST_IMPORTS, pool.map(_run, FIRST_IMPORTS), strict=True))
+    # forked from a server that imported torch and the like, never pykeen or pykeen_momok: see fresh_interpreters
+    return run_fresh({first: textwrap.dedent(CHECK.format(first=first)) for first in FIRST_IMPORTS})
 
 
 @pytest.mark.parametrize("first", FIRST_IMPORTS)

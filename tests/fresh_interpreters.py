@@ -1,0 +1,175 @@
+"""Run code snippets in fresh interpreters, many at once, without paying for torch's import each time.
+
+A snippet runs in a process forked from a server: a new Python interpreter that imported only third-party
+libraries (:data:`PRELOAD`: torch, scikit-learn, pandas, ...) and checked that none of them imported
+``pykeen`` or ``pykeen_momok``. For the import-order checks (which package's module comes first, whether
+every module of ours imports alone) such a process is as fresh as ``python -c``: neither package has been
+imported, nothing of theirs is registered anywhere; only the seconds that importing torch and scikit-learn
+take are spent once instead of once per snippet. A check that is about those libraries themselves (say, that
+``import pykeen_momok`` loads no torch) needs a plain ``python -c`` and does not belong here.
+
+Run as a script this module is the server: ``python fresh_interpreters.py JOBS.json RESULTS.json``. Where
+``os.fork`` does not exist (Windows) :func:`run_fresh` starts one ``python -c`` per snippet instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import types
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+#: What the server imports before it forks (what ``pykeen.models`` pulls in, heaviest first); one that is
+#: not installed is skipped.
+PRELOAD: tuple[str, ...] = (
+    "torch",
+    "sklearn.preprocessing",
+    "scipy.stats",
+    "scipy.sparse",
+    "pandas",
+    "numpy",
+    "PIL.Image",
+    "narwhals",
+    "class_resolver",
+    "docdata",
+    "more_click",
+    "pystow",
+    "requests",
+    "rich",
+    "tabulate",
+    "torch_max_mem",
+    "torch_ppr",
+    "tqdm.auto",
+    "yaml",
+)
+
+#: The packages the snippets are about: the server refuses to start if a preloaded library imported them.
+KEPT_OUT = ("pykeen", "pykeen_momok")
+
+
+def run_fresh(
+    snippets: Mapping[str, str], *, workers: int = 2, timeout: float = 300.0, preload: tuple[str, ...] = PRELOAD
+) -> dict[str, subprocess.CompletedProcess]:
+    """Run each snippet in its own fresh interpreter, ``workers`` at a time.
+
+    :param snippets: a name for each snippet, and its source.
+    :param workers: how many snippets run at once.
+    :param timeout: seconds one snippet may take; one that takes longer is killed (return code -9).
+    :param preload: the modules the server imports before it forks.
+    :return: for each name, what ``subprocess.run(..., capture_output=True, text=True)`` would have returned
+        for ``python -c SOURCE`` (``args`` is the name).
+    :raises RuntimeError: if the server fails (a preloaded library imported ``pykeen``, say).
+    """
+    if not hasattr(os, "fork"):
+        return _run_plain(snippets, workers=workers, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="fresh-interpreters-") as folder:
+        jobs, results = pathlib.Path(folder, "jobs.json"), pathlib.Path(folder, "results.json")
+        jobs.write_text(
+            json.dumps({"workers": workers, "timeout": timeout, "preload": preload, "snippets": dict(snippets)})
+        )
+        server = subprocess.run(
+            [sys.executable, __file__, str(jobs), str(results)],
+            capture_output=True,
+            text=True,
+            timeout=timeout * len(snippets) + 300,
+        )
+        if server.returncode != 0 or not results.is_file():
+            raise RuntimeError(f"the fresh-interpreter server failed ({server.returncode}):\n{server.stderr[-3000:]}")
+        found = json.loads(results.read_text())
+    return {name: subprocess.CompletedProcess(name, *found[name]) for name in snippets}
+
+
+def _run_plain(snippets: Mapping[str, str], *, workers: int, timeout: float) -> dict[str, subprocess.CompletedProcess]:
+    def run(item: tuple[str, str]) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-c", item[1]], capture_output=True, text=True, timeout=timeout)
+        return subprocess.CompletedProcess(item[0], result.returncode, result.stdout, result.stderr)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return {result.args: result for result in pool.map(run, snippets.items())}
+
+
+# the server ------------------------------------------------------------------------------------------------
+
+
+def _preload(names: list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    leaked = sorted(module for module in sys.modules if module.split(".")[0] in KEPT_OUT)
+    if leaked:
+        raise SystemExit(f"preloading {names} imported {leaked}: the snippets would not start fresh")
+
+
+def _child(source: str, out: str, err: str) -> None:
+    """Run in the forked process: never returns."""
+    code = 1
+    try:
+        for fd, path in ((1, out), (2, err)):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - the process ends with os._exit
+        sys.argv = ["-c"]
+        main = types.ModuleType("__main__")  # the snippet's own, as python -c has it
+        sys.modules["__main__"] = main
+        try:
+            exec(compile(source, "<string>", "exec"), main.__dict__)
+            code = 0
+        except SystemExit as stop:  # as python -c: None is 0, an int is the code, anything else is printed
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                print(stop.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: S110 - nothing is left to report to
+                pass
+        os._exit(code)
+
+
+def _serve(jobs_path: str, results_path: str) -> None:
+    jobs = json.loads(pathlib.Path(jobs_path).read_text())
+    folder = pathlib.Path(results_path).parent
+    queue, running, done = list(jobs["snippets"].items()), {}, {}
+    _preload(jobs["preload"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    while queue or running:
+        while queue and len(running) < jobs["workers"]:
+            name, source = queue.pop(0)
+            out, err = (str(folder / f"{len(done) + len(running)}.{stream}") for stream in ("out", "err"))
+            pid = os.fork()
+            if pid == 0:
+                _child(source, out, err)
+            running[pid] = (name, out, err, time.monotonic())
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            for pid, (_, _, _, started) in running.items():
+                if time.monotonic() - started > jobs["timeout"]:
+                    os.kill(pid, 9)
+            time.sleep(0.02)
+            continue
+        name, out, err, _ = running.pop(pid)
+        done[name] = (
+            os.waitstatus_to_exitcode(status),
+            pathlib.Path(out).read_text(errors="replace"),
+            pathlib.Path(err).read_text(errors="replace"),
+        )
+    pathlib.Path(results_path).write_text(json.dumps(done))
+
+
+if __name__ == "__main__":
+    sys.path[0] = ""  # as python -c has it: the working directory, not this file's folder
+    _serve(*sys.argv[1:])

@@ -1,0 +1,67 @@
+"""The helper behind the import-order checks: forked snippets behave as ``python -c`` does, and start fresh."""
+
+from __future__ import annotations
+
+import fresh_interpreters
+import pytest
+from fresh_interpreters import run_fresh
+
+SNIPPETS = {
+    "prints": "import sys\nprint('out')\nprint('err', file=sys.stderr)",
+    "raises": "def f():\n    raise ValueError('boom')\nf()",
+    "exits": "import sys\nsys.exit(3)",
+    "exits with a message": "raise SystemExit('bye')",
+    "fresh": (
+        "import sys\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('pykeen', 'pykeen_momok')], 'not fresh'\n"
+        "assert __name__ == '__main__' and sys.modules['__main__'].__dict__ is globals()\n"
+        "import json\n"
+        "json.marked = True\n"
+        "print(sys.path[0] == '')"
+    ),
+    "unmarked": "import json\nprint(hasattr(json, 'marked'))",
+}
+
+
+def _check(results):
+    assert list(results) == list(SNIPPETS)
+    assert (results["prints"].returncode, results["prints"].stdout, results["prints"].stderr) == (0, "out\n", "err\n")
+    assert results["raises"].returncode == 1
+    assert "Traceback" in results["raises"].stderr and "in f" in results["raises"].stderr
+    assert results["raises"].stderr.rstrip().endswith("ValueError: boom")
+    assert results["exits"].returncode == 3
+    assert (results["exits with a message"].returncode, results["exits with a message"].stderr) == (1, "bye\n")
+    assert (results["fresh"].returncode, results["fresh"].stdout) == (0, "True\n"), results["fresh"].stderr
+    assert results["unmarked"].stdout == "False\n"  # what one snippet changes, the next does not see
+
+
+@pytest.fixture(scope="module")
+def forked():
+    return run_fresh(SNIPPETS)
+
+
+def test_forked_snippets_behave_as_python_c(forked):
+    _check(forked)
+
+
+def test_the_plain_fallback_behaves_the_same():
+    _check(fresh_interpreters._run_plain(SNIPPETS, workers=2, timeout=120))
+
+
+def test_the_server_preloaded_torch_but_neither_package():
+    [result] = run_fresh(
+        {"modules": "import sys\nprint('torch' in sys.modules, 'sklearn' in sys.modules, 'pykeen' in sys.modules)"}
+    ).values()
+    assert result.stdout == "True True False\n", result.stderr
+
+
+def test_a_snippet_over_its_time_is_killed():
+    results = run_fresh({"slow": "import time\ntime.sleep(60)", "quick": "print(1)"}, timeout=2, preload=())
+    assert results["slow"].returncode == -9 and results["quick"].stdout == "1\n"
+
+
+def test_a_preload_that_imports_pykeen_stops_the_server(monkeypatch, tmp_path):
+    tmp_path.joinpath("imports_pykeen.py").write_text("import pykeen\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"imported \['pykeen'"):
+        run_fresh({"never": "print(1)"}, preload=("imports_pykeen",))
