@@ -256,7 +256,19 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
             # the device as resolved once for the epoch: model.device walks every parameter
             device = self._epoch_state.get("device") or self.device
             batch = _moved(dense_targets(batch, device, start, stop), device)
-            start, stop = 0, batch["pairs"].shape[0]
+            # PyKEEN's _process_batch_static, less its two moves to model.device (already there; each call of
+            # model.device walks every parameter: 4 ms a batch at the demo's size, 7 % of its training time)
+            predictions = self.score_method(batch["pairs"], slice_size=slice_size, mode=self.mode)
+            return (
+                self.loss.process_lcwa_scores(
+                    predictions=predictions,
+                    labels=batch["target"],
+                    label_smoothing=label_smoothing,
+                    num_entities=self.num_targets,
+                    weights=batch.get("weights"),
+                )
+                + self.model.collect_regularization_term()
+            )
         return super()._process_batch(batch, start, stop, label_smoothing=label_smoothing, slice_size=slice_size)
 
     def _forward_pass(

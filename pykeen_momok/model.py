@@ -513,14 +513,14 @@ class MoMoK(ERModel):
                 f"every entity per query (1-N, training_loop='batchedlcwa' or 'lcwa'). {_HINT}",
                 stacklevel=2,
             )
-        with self.interaction.autocast(self.device.type):
+        with self.interaction.autocast(hrt_batch.device.type):  # not self.device: it walks every parameter
             z = self._queries(hrt_batch[:, 0], hrt_batch[:, 1])
             logits = self.interaction.pair_logits(z, self._candidates(hrt_batch[:, 2]))
         return self._scores(logits.unsqueeze(-1))
 
     def score_t(self, hr_batch: torch.Tensor, *, slice_size=None, mode=None, tails=None) -> torch.Tensor:  # noqa: D102
         # slice_size is accepted for API compatibility: scoring is a matrix product, with no broadcast to slice
-        with self.interaction.autocast(self.device.type):  # a no-op in evaluation
+        with self.interaction.autocast(hr_batch.device.type):  # a no-op in evaluation; the batch's device is ours
             z = self._queries(hr_batch[:, 0], hr_batch[:, 1])
             if (tails is None or tails.ndimension() == 1) and not self.training and not torch.is_grad_enabled():
                 # evaluation: the joint decision accumulated head by head, without the (H, B, N) logits
