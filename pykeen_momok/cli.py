@@ -74,7 +74,7 @@ def run_demo(
 
     ``threads`` sets torch's CPU threads for the run (``None``: leave them): the demo's tensors are tiny
     (600 entities, d = 32), so threads cost more in synchronisation than they save (on 2 cores, MoMoK took
-    160 s with 2 threads and 53 s with 1).
+    160 s with 2 threads and 53 s with 1, on one day of this machine's varying speed).
 
     Two settings change only the speed (the figures are the same to the last digit): MoMoK keeps the
     candidates' graph (``recompute_candidates=False``: 600 entities need no memory saving) and both train

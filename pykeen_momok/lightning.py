@@ -621,6 +621,9 @@ _SUPPORTED: Mapping[str, frozenset[str] | None] = {
     "loss": None,
     "loss_kwargs": None,
     "training_loop": None,
+    # the batched loop's host-side settings (per-epoch loss reads, the end-of-epoch cleanup): Lightning runs its own
+    # loop, which has neither PyKEEN's per-batch loss reads nor its gc.collect(); accepted, logged as not applying
+    "training_loop_kwargs": frozenset({"read_loss", "epoch_cleanup"}),
     "optimizer": None,
     "optimizer_kwargs": None,
     "training_kwargs": frozenset({"num_epochs", "batch_size", "label_smoothing"}),
@@ -667,6 +670,12 @@ def lightning_settings(pipeline_kwargs: Mapping[str, Any], *, where: str = "the 
             extra = sorted(set(value) - allowed)
             if extra:
                 raise SettingsError(f"{where}: {key} {extra} not supported here; it takes {sorted(allowed)}")
+    if settings.get("training_loop_kwargs"):
+        logger.info(
+            "%s: training_loop_kwargs %s apply to PyKEEN's training loop, not to Lightning's: not used",
+            where,
+            settings["training_loop_kwargs"],
+        )
     loop = str(settings.get("training_loop") or "lcwa").lower()
     if loop not in ("lcwa", "lcwatrainingloop", "batchedlcwa", "batchedlcwatrainingloop"):
         raise SettingsError(

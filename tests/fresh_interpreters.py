@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,7 @@ import traceback
 import types
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import NoReturn
 
 #: What the server imports before it forks (what ``pykeen.models`` pulls in, heaviest first); one that is
 #: not installed is skipped.
@@ -75,21 +78,35 @@ def run_fresh(
         jobs.write_text(
             json.dumps({"workers": workers, "timeout": timeout, "preload": preload, "snippets": dict(snippets)})
         )
-        server = subprocess.run(
+        # a session of its own: the server and every snippet it forked go down together if it must be stopped
+        server = subprocess.Popen(
             [sys.executable, __file__, str(jobs), str(results)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout * len(snippets) + 300,
+            start_new_session=True,
         )
+        try:
+            _, stderr = server.communicate(timeout=timeout * math.ceil(len(snippets) / workers) + 300)
+        except BaseException:  # its time is up, or the tests were interrupted
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            raise
         if server.returncode != 0 or not results.is_file():
-            raise RuntimeError(f"the fresh-interpreter server failed ({server.returncode}):\n{server.stderr[-3000:]}")
+            raise RuntimeError(f"the fresh-interpreter server failed ({server.returncode}):\n{stderr[-3000:]}")
         found = json.loads(results.read_text())
     return {name: subprocess.CompletedProcess(name, *found[name]) for name in snippets}
 
 
 def _run_plain(snippets: Mapping[str, str], *, workers: int, timeout: float) -> dict[str, subprocess.CompletedProcess]:
     def run(item: tuple[str, str]) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-c", item[1]], capture_output=True, text=True, timeout=timeout)
+        try:
+            result = subprocess.run([sys.executable, "-c", item[1]], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as late:  # killed, as the server kills a snippet over its time
+            out, err = (
+                x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (late.stdout, late.stderr)
+            )
+            return subprocess.CompletedProcess(item[0], -9, out, err)
         return subprocess.CompletedProcess(item[0], result.returncode, result.stdout, result.stderr)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -110,13 +127,15 @@ def _preload(names: list[str]) -> None:
         raise SystemExit(f"preloading {names} imported {leaked}: the snippets would not start fresh")
 
 
-def _child(source: str, out: str, err: str) -> None:
+def _child(source: str, out: str, err: str) -> NoReturn:
     """Run in the forked process: never returns."""
     code = 1
     try:
         for fd, path in ((1, out), (2, err)):
-            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        sys.stdin = open(os.devnull)  # noqa: SIM115 - the process ends with os._exit
+            opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(opened, fd)
+            os.close(opened)
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - closed when the process ends
         sys.argv = ["-c"]
         main = types.ModuleType("__main__")  # the snippet's own, as python -c has it
         sys.modules["__main__"] = main
@@ -128,15 +147,14 @@ def _child(source: str, out: str, err: str) -> None:
                 code = stop.code or 0
             else:
                 print(stop.code, file=sys.stderr)
-        except BaseException:
-            traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: S110 - nothing is left to report to
-                pass
-        os._exit(code)
+        except BaseException as error:  # as python -c reports it: through sys.excepthook, without this frame
+            sys.excepthook(type(error), error, error.__traceback__.tb_next)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    # the interpreter's own exit (atexit handlers, finalizers, flushed streams), as after python -c; nothing
+    # above this frame catches SystemExit, and the server's loop is never resumed in this process
+    raise SystemExit(code)
 
 
 def _serve(jobs_path: str, results_path: str) -> None:
@@ -160,6 +178,8 @@ def _serve(jobs_path: str, results_path: str) -> None:
                 if time.monotonic() - started > jobs["timeout"]:
                     os.kill(pid, 9)
             time.sleep(0.02)
+            continue
+        if pid not in running:  # not one of the snippets (a process a preloaded library started)
             continue
         name, out, err, _ = running.pop(pid)
         done[name] = (

@@ -58,8 +58,6 @@ def trained(tmp_path_factory) -> pathlib.Path:
         json.dumps(DATASET),
         "--epochs",
         "40",
-        "--model-kwargs",
-        '{"recompute_candidates": false}',
         "--threads",
         "1",
         "--no-progress",

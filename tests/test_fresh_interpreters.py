@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import fresh_interpreters
 import pytest
 from fresh_interpreters import run_fresh
@@ -20,6 +22,13 @@ SNIPPETS = {
         "print(sys.path[0] == '')"
     ),
     "unmarked": "import json\nprint(hasattr(json, 'marked'))",
+    # what PyKEEN's "could not load" check reads: a library's logged warning, and writes to the descriptors
+    "logs": (
+        "import logging, os\n"
+        "logging.getLogger('class_resolver.base').warning('could not load %s', 'x')\n"
+        "os.write(1, b'A\\n')\nos.write(2, b'B\\n')"
+    ),
+    "exits cleanly": "import atexit\natexit.register(print, 'bye')",
 }
 
 
@@ -33,6 +42,8 @@ def _check(results):
     assert (results["exits with a message"].returncode, results["exits with a message"].stderr) == (1, "bye\n")
     assert (results["fresh"].returncode, results["fresh"].stdout) == (0, "True\n"), results["fresh"].stderr
     assert results["unmarked"].stdout == "False\n"  # what one snippet changes, the next does not see
+    assert (results["logs"].stdout, results["logs"].stderr) == ("A\n", "could not load x\nB\n")
+    assert results["exits cleanly"].stdout == "bye\n"  # the interpreter's own exit ran
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +59,10 @@ def test_the_plain_fallback_behaves_the_same():
     _check(fresh_interpreters._run_plain(SNIPPETS, workers=2, timeout=120))
 
 
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork: run_fresh starts plain interpreters")
+
+
+@needs_fork
 def test_the_server_preloaded_torch_but_neither_package():
     [result] = run_fresh(
         {"modules": "import sys\nprint('torch' in sys.modules, 'sklearn' in sys.modules, 'pykeen' in sys.modules)"}
@@ -55,11 +70,19 @@ def test_the_server_preloaded_torch_but_neither_package():
     assert result.stdout == "True True False\n", result.stderr
 
 
-def test_a_snippet_over_its_time_is_killed():
-    results = run_fresh({"slow": "import time\ntime.sleep(60)", "quick": "print(1)"}, timeout=2, preload=())
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "plain"])
+def test_a_snippet_over_its_time_is_killed(forked: bool):
+    snippets = {"slow": "import time\ntime.sleep(60)", "quick": "print(1)"}
+    if forked:
+        if not hasattr(os, "fork"):
+            pytest.skip("no os.fork")
+        results = run_fresh(snippets, timeout=2, preload=())
+    else:
+        results = fresh_interpreters._run_plain(snippets, workers=2, timeout=2)
     assert results["slow"].returncode == -9 and results["quick"].stdout == "1\n"
 
 
+@needs_fork
 def test_a_preload_that_imports_pykeen_stops_the_server(monkeypatch, tmp_path):
     tmp_path.joinpath("imports_pykeen.py").write_text("import pykeen\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))

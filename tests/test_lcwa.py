@@ -117,6 +117,23 @@ def _sub_batched(dataset, loop: str, loop_kwargs=None, **training_kwargs):
     )
 
 
+@pytest.mark.parametrize("target", ["head", "relation", "tail"])
+def test_weighted_smoothed_sub_batches_train_as_pykeens_loop(dataset, target):
+    """Through the batched loop's own scoring: every target, relation loss weights, label smoothing, sub-batches.
+
+    The loop scores its batches itself (PyKEEN's ``_process_batch_static`` less its moves to the device): the
+    losses and weights come out bit for bit as PyKEEN's.
+    """
+    weights = torch.rand(dataset.training.num_relations, generator=torch.Generator().manual_seed(2))
+    loop_kwargs = dict(target=target, loss_weighter="relation", loss_weighter_kwargs=dict(weights=weights))
+    ours, theirs = (
+        _sub_batched(dataset, loop, loop_kwargs, num_epochs=2, label_smoothing=0.1) for loop in ("batchedlcwa", "lcwa")
+    )
+    assert ours.losses == theirs.losses
+    for a, b in zip(ours.model.parameters(), theirs.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_sub_batches_and_worker_processes(dataset, monkeypatch):
     """Sub-batching (a model without BatchNorm) and a worker process (the collate function pickles).
 

@@ -250,12 +250,26 @@ def test_estimator_parameters_stay_out_of_the_main_optimizer_and_ddp() -> None:
         ({"training_kwargs": {"num_epochs": 1, "sub_batch_size": 4}}, "['sub_batch_size'] not supported"),
         ({"stopper_kwargs": {"metric": "no_such_metric"}}, "stopper_kwargs metric 'no_such_metric'"),
         ({"stopper": "nop"}, "only early stopping"),
+        ({"training_loop_kwargs": {"automatic_memory_optimization": False}}, "not supported here"),
     ],
 )
 def test_settings_it_cannot_run_are_refused(change: dict, pattern: str) -> None:
     with pytest.raises(SettingsError) as error:
         lightning_settings({**PIPELINE, **change}, where="cfg.json")
     assert pattern in str(error.value) and "cfg.json" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "config", sorted(path.name for path in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.json"))
+)
+def test_every_shipped_config_runs_through_lightning(config: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The README runs shipped configs through this entry point: each maps onto settings it can run."""
+    pipeline_kwargs = json.loads((pathlib.Path(__file__).resolve().parents[1] / "configs" / config).read_text())
+    with caplog.at_level("INFO", logger="pykeen_momok.lightning"):
+        settings = lightning_settings(pipeline_kwargs["pipeline"], where=config)
+    assert settings.num_epochs == pipeline_kwargs["pipeline"]["training_kwargs"]["num_epochs"]
+    if "training_loop_kwargs" in pipeline_kwargs["pipeline"]:  # the batched loop's settings: said not to apply
+        assert f"{config}: training_loop_kwargs" in caplog.text and "not used" in caplog.text
 
 
 def test_command_errors_exit_with_status_2(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
