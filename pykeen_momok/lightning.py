@@ -40,7 +40,9 @@ import json
 import logging
 import os
 import pathlib
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -98,6 +100,7 @@ __all__ = [
     "MoMoKLitModule",
     "SettingsError",
     "ShardSampler",
+    "TerminateOnSigterm",
     "ValidationEarlyStopping",
     "ddp_strategy",
     "gather_metric_results",
@@ -535,6 +538,34 @@ class MoMoKLitModule(LCWALitModule):
             self.log("test" + name.removeprefix("val"), float(results.get_metric(key)), sync_dist=True, reduce_fx="max")
 
 
+class TerminateOnSigterm(pl.Callback):
+    """On SIGTERM, end every process of the run at once, in place of Lightning's handling, which can hang DDP.
+
+    Lightning 2.6 answers SIGTERM with a broadcast from inside the signal handler. Where every rank gets the signal
+    (``timeout``, a scheduler ending the job), the ranks' collectives stop matching and the run hangs until it is
+    killed: two CPU processes under ``timeout 25`` were still running 60 s later. This handler, installed when
+    training starts (after Lightning's), passes the signal on to the processes Lightning launched and ends this one
+    by the signal, as a plain Python process ends; the run's files are left as they are. Under SLURM with
+    auto-requeue Lightning's own handling stays, since it holds off SIGTERM while the job is requeued.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        environment = getattr(trainer.strategy, "cluster_environment", None)
+        if getattr(environment, "auto_requeue", False) or threading.current_thread() is not threading.main_thread():
+            return
+
+        def terminate(signum: int, frame: Any) -> None:
+            logger.warning("rank %d received signal %d: ending the run's processes", trainer.global_rank, signum)
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)  # the ranks Lightning started from this process
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+        # Lightning's teardown puts back the handler that was there before its own
+        signal.signal(signal.SIGTERM, terminate)
+
+
 class ValidationEarlyStopping(pl.Callback):
     """Stop when a validation metric stops improving: PyKEEN's early-stopping rule, on Lightning's metric logs.
 
@@ -809,7 +840,7 @@ def train(
         ) from error
     initial_checksum = state_checksum(module.model)
 
-    callbacks: list[pl.Callback] = []
+    callbacks: list[pl.Callback] = [TerminateOnSigterm()]
     checkpoint = early = None
     if validation_frequency:
         larger = bool(stopper["larger_is_better"]) if stopper else True

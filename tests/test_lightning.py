@@ -9,12 +9,15 @@ the checkpoint with the best ``val_mrr``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import pytorch_lightning as pl
@@ -294,3 +297,46 @@ def test_command_errors_exit_with_status_2(tmp_path: pathlib.Path, capsys: pytes
                 ]
             )
         assert exit_info.value.code == 2 and "Lightning refused accelerator='gpu'" in capsys.readouterr().err
+
+
+def test_sigterm_to_every_rank_ends_the_run(tmp_path: pathlib.Path) -> None:
+    """``timeout`` (or a scheduler) signals every process of a 2-process run: all end within seconds.
+
+    With Lightning 2.6's own handling the run hung until killed (its handler broadcasts between the ranks from inside
+    the signal handler); :class:`TerminateOnSigterm` ends each process by the signal instead.
+    """
+    config = _write_config(tmp_path, {**PIPELINE, "training_kwargs": {"num_epochs": 1000, "batch_size": 16}})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")
+    }
+    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pykeen_momok.lightning", "--config", str(config), "--accelerator", "cpu"]
+    command += ["--devices", "2", "--threads", "1", "--no-progress", "-o", str(out)]
+    run = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        metrics = out / "lightning_logs" / "metrics.csv"  # written once training has run its first 100 steps
+        deadline = time.monotonic() + 300
+        while not metrics.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert metrics.exists(), run.communicate(timeout=60)[1][-3000:] if run.poll() is not None else "no training"
+        os.killpg(run.pid, signal.SIGTERM)  # as timeout does: the whole process group
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == -signal.SIGTERM, stderr[-3000:]
+        assert "rank 0 received signal 15" in stderr and "rank 1 received signal 15" in stderr
+        deadline = time.monotonic() + 30  # the second rank too
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(run.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("a rank outlived the signal")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
