@@ -542,15 +542,22 @@ class TerminateOnSigterm(pl.Callback):
     """On SIGTERM, end every process of the run at once, in place of Lightning's handling, which can hang DDP.
 
     Lightning 2.6 answers SIGTERM with a broadcast from inside the signal handler. Where every rank gets the signal
-    (``timeout``, a scheduler ending the job), the ranks' collectives stop matching and the run hangs until it is
-    killed: two CPU processes under ``timeout 25`` were still running 60 s later. This handler, installed when
-    training starts (after Lightning's), passes the signal on to the processes Lightning launched and ends this one
-    by the signal, as a plain Python process ends; the run's files are left as they are. Under SLURM with
-    auto-requeue Lightning's own handling stays, since it holds off SIGTERM while the job is requeued.
+    (``timeout``, a container or job being stopped), the ranks' collectives stop matching and the run hangs until
+    it is killed: two CPU processes (gloo) under ``timeout 25`` were still running 60 s later. This handler passes
+    the signal on to the processes Lightning launched and ends this one by the signal, as a plain Python process
+    ends; the run's files are left as they are. Lightning installs its handler at the start of every stage
+    (fitting, validating, testing, predicting), so this one is installed right after, at each stage's start; its
+    teardown puts back whatever was there before Lightning's (a handler of the calling application is not called
+    while a stage runs).
+
+    Under SLURM (where Lightning's environment requeues by default) Lightning's handling stays: its SIGUSR1 handler
+    saves a checkpoint and requeues the job, and ending the process on the SIGTERM that follows could cut the save.
     """
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
-        environment = getattr(trainer.strategy, "cluster_environment", None)
+    @staticmethod
+    def _install(trainer: pl.Trainer) -> None:
+        # where Lightning itself looks (its signal connector): the strategy of a single device has no environment
+        environment = getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
         if getattr(environment, "auto_requeue", False) or threading.current_thread() is not threading.main_thread():
             return
 
@@ -562,8 +569,19 @@ class TerminateOnSigterm(pl.Callback):
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
 
-        # Lightning's teardown puts back the handler that was there before its own
         signal.signal(signal.SIGTERM, terminate)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self._install(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self._install(trainer)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self._install(trainer)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        self._install(trainer)
 
 
 class ValidationEarlyStopping(pl.Callback):

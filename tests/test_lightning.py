@@ -300,12 +300,13 @@ def test_command_errors_exit_with_status_2(tmp_path: pathlib.Path, capsys: pytes
 
 
 def test_sigterm_to_every_rank_ends_the_run(tmp_path: pathlib.Path) -> None:
-    """``timeout`` (or a scheduler) signals every process of a 2-process run: all end within seconds.
+    """``timeout`` (or a stopped container) signals every process of a 2-process run: all end within seconds.
 
     With Lightning 2.6's own handling the run hung until killed (its handler broadcasts between the ranks from inside
     the signal handler); :class:`TerminateOnSigterm` ends each process by the signal instead.
     """
-    config = _write_config(tmp_path, {**PIPELINE, "training_kwargs": {"num_epochs": 1000, "batch_size": 16}})
+    pipeline = {key: value for key, value in PIPELINE.items() if key not in ("stopper", "stopper_kwargs")}
+    config = _write_config(tmp_path, {**pipeline, "training_kwargs": {"num_epochs": 1000, "batch_size": 16}})
     env = {
         k: v
         for k, v in os.environ.items()
@@ -314,29 +315,45 @@ def test_sigterm_to_every_rank_ends_the_run(tmp_path: pathlib.Path) -> None:
     env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "pykeen_momok.lightning", "--config", str(config), "--accelerator", "cpu"]
-    command += ["--devices", "2", "--threads", "1", "--no-progress", "-o", str(out)]
-    run = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
+    command += ["--devices", "2", "--threads", "1", "--val-every", "0", "--no-progress", "-o", str(out)]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True)
     try:
-        metrics = out / "lightning_logs" / "metrics.csv"  # written once training has run its first 100 steps
+        # written after the first 100 training steps: both ranks are training (no stopper, no validation)
+        metrics = out / "lightning_logs" / "metrics.csv"
         deadline = time.monotonic() + 300
         while not metrics.exists() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert metrics.exists(), run.communicate(timeout=60)[1][-3000:] if run.poll() is not None else "no training"
+        assert metrics.exists() and run.poll() is None, log.read_text()[-3000:]
         os.killpg(run.pid, signal.SIGTERM)  # as timeout does: the whole process group
-        _, stderr = run.communicate(timeout=60)
-        assert run.returncode == -signal.SIGTERM, stderr[-3000:]
-        assert "rank 0 received signal 15" in stderr and "rank 1 received signal 15" in stderr
-        deadline = time.monotonic() + 30  # the second rank too
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(run.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("a rank outlived the signal")
+        run.wait(timeout=60)
+        text = log.read_text()
+        assert run.returncode == -signal.SIGTERM, text[-3000:]
+        assert "rank 0 received signal 15" in text and "rank 1 received signal 15" in text, text[-3000:]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+
+
+@pytest.mark.parametrize("hook", ["on_train_start", "on_validation_start", "on_test_start", "on_predict_start"])
+@pytest.mark.parametrize("requeue", [False, True])
+def test_the_sigterm_handler_is_installed_at_every_stage_but_not_under_slurm_requeue(hook: str, requeue: bool) -> None:
+    """Lightning installs its handler at each stage's start; ours follows at every stage, unless SLURM requeues."""
+    import types
+
+    from pykeen_momok.lightning import TerminateOnSigterm
+
+    environment = types.SimpleNamespace(auto_requeue=requeue)
+    trainer = types.SimpleNamespace(_accelerator_connector=types.SimpleNamespace(cluster_environment=environment))
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        getattr(TerminateOnSigterm(), hook)(trainer, None)
+        installed = signal.getsignal(signal.SIGTERM)
+        if requeue:
+            assert installed is before
+        else:
+            assert installed is not before and installed.__qualname__.startswith("TerminateOnSigterm._install")
+    finally:
+        signal.signal(signal.SIGTERM, before)
