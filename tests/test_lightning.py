@@ -67,16 +67,22 @@ def _write_config(folder: pathlib.Path, pipeline: dict) -> pathlib.Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, pathlib.Path]:
-    folder = tmp_path_factory.mktemp("lightning")
-    config = _write_config(folder, PIPELINE)
+def _ddp_env() -> dict[str, str]:
+    """This environment for a DDP command, without the variables of a launch around it, torch on one thread."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")
     }
     env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    return env
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, pathlib.Path]:
+    folder = tmp_path_factory.mktemp("lightning")
+    config = _write_config(folder, PIPELINE)
+    env = _ddp_env()
     ddp = subprocess.run(
         [
             sys.executable,
@@ -262,12 +268,13 @@ def test_settings_it_cannot_run_are_refused(change: dict, pattern: str) -> None:
     assert pattern in str(error.value) and "cfg.json" in str(error.value)
 
 
-@pytest.mark.parametrize(
-    "config", sorted(path.name for path in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.json"))
-)
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("config", sorted(path.name for path in CONFIGS.glob("*.json")))
 def test_every_shipped_config_runs_through_lightning(config: str, caplog: pytest.LogCaptureFixture) -> None:
     """The README runs shipped configs through this entry point: each maps onto settings it can run."""
-    pipeline_kwargs = json.loads((pathlib.Path(__file__).resolve().parents[1] / "configs" / config).read_text())
+    pipeline_kwargs = json.loads((CONFIGS / config).read_text())
     with caplog.at_level("INFO", logger="pykeen_momok.lightning"):
         settings = lightning_settings(pipeline_kwargs["pipeline"], where=config)
     assert settings.num_epochs == pipeline_kwargs["pipeline"]["training_kwargs"]["num_epochs"]
@@ -307,12 +314,7 @@ def test_sigterm_to_every_rank_ends_the_run(tmp_path: pathlib.Path) -> None:
     """
     pipeline = {key: value for key, value in PIPELINE.items() if key not in ("stopper", "stopper_kwargs")}
     config = _write_config(tmp_path, {**pipeline, "training_kwargs": {"num_epochs": 1000, "batch_size": 16}})
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")
-    }
-    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    env = _ddp_env()
     out = tmp_path / "run"
     command = [sys.executable, "-m", "pykeen_momok.lightning", "--config", str(config), "--accelerator", "cpu"]
     command += ["--devices", "2", "--threads", "1", "--val-every", "0", "--no-progress", "-o", str(out)]
