@@ -41,7 +41,7 @@ def _train(model: str, dataset: str, epochs: int, dim: int, lr: float, batch_siz
         dataset=dataset,
         training_loop="batchedlcwa",  # PyKEEN's LCWA, batches built faster
         # gc.collect() at each epoch's end over the new objects only: over the whole process it took 0.22 s an epoch
-        training_loop_kwargs=extra.pop("training_loop_kwargs", dict(epoch_cleanup="light")),
+        training_loop_kwargs=dict(epoch_cleanup="light"),
         epochs=epochs,
         training_kwargs=dict(batch_size=batch_size, **extra.pop("training_kwargs", {})),
         optimizer="adam",
