@@ -14,6 +14,7 @@ Run as a script this module is the server: ``python fresh_interpreters.py JOBS.j
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -64,13 +65,17 @@ def run_fresh(
     """Run each snippet in its own fresh interpreter, ``workers`` at a time.
 
     :param snippets: a name for each snippet, and its source.
-    :param workers: how many snippets run at once.
-    :param timeout: seconds one snippet may take; one that takes longer is killed (return code -9).
+    :param workers: how many snippets run at once (at least 1).
+    :param timeout: seconds one snippet may take; one that takes longer is killed (return code -9), with
+        every process it started (on POSIX; the plain fallback kills the snippet's interpreter only).
     :param preload: the modules the server imports before it forks.
     :return: for each name, what ``subprocess.run(..., capture_output=True, text=True)`` would have returned
         for ``python -c SOURCE`` (``args`` is the name).
+    :raises ValueError: if ``workers`` is below 1.
     :raises RuntimeError: if the server fails (a preloaded library imported ``pykeen``, say).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     if not hasattr(os, "fork"):
         return _run_plain(snippets, workers=workers, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="fresh-interpreters-") as folder:
@@ -78,24 +83,40 @@ def run_fresh(
         jobs.write_text(
             json.dumps({"workers": workers, "timeout": timeout, "preload": preload, "snippets": dict(snippets)})
         )
-        # a session of its own: the server and every snippet it forked go down together if it must be stopped
-        server = subprocess.Popen(
-            [sys.executable, __file__, str(jobs), str(results)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        server = _start(jobs, results)
         try:
             _, stderr = server.communicate(timeout=timeout * math.ceil(len(snippets) / workers) + 300)
         except BaseException:  # its time is up, or the tests were interrupted
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            _stop(server)
             raise
         if server.returncode != 0 or not results.is_file():
             raise RuntimeError(f"the fresh-interpreter server failed ({server.returncode}):\n{stderr[-3000:]}")
         found = json.loads(results.read_text())
     return {name: subprocess.CompletedProcess(name, *found[name]) for name in snippets}
+
+
+def _start(jobs: pathlib.Path, results: pathlib.Path) -> subprocess.Popen:
+    # a session of its own: no terminal signal meant for the tests reaches it; each snippet gets a process
+    # group of its own in that session (a kill must reach what the snippet started)
+    return subprocess.Popen(
+        [sys.executable, __file__, str(jobs), str(results)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """End the server and every snippet still running: SIGTERM makes it kill their groups, then it is killed."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
 
 
 def _run_plain(snippets: Mapping[str, str], *, workers: int, timeout: float) -> dict[str, subprocess.CompletedProcess]:
@@ -131,6 +152,9 @@ def _child(source: str, out: str, err: str) -> NoReturn:
     """Run in the forked process: never returns."""
     code = 1
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's handler and mask are not the snippet's
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        _own_group(0)
         for fd, path in ((1, out), (2, err)):
             opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(opened, fd)
@@ -157,26 +181,51 @@ def _child(source: str, out: str, err: str) -> NoReturn:
     raise SystemExit(code)
 
 
+def _own_group(pid: int) -> None:
+    """Put a snippet (0: this process) into a process group of its own, so that a kill reaches its children.
+
+    Both the server and the snippet call this (whichever runs first wins; the other's call is then a no-op
+    or finds the snippet gone), so the group exists before the server could ever signal it.
+    """
+    try:
+        os.setpgid(pid, 0)
+    except (PermissionError, ProcessLookupError):  # the snippet already did it, or has already exited
+        pass
+
+
 def _serve(jobs_path: str, results_path: str) -> None:
     jobs = json.loads(pathlib.Path(jobs_path).read_text())
     folder = pathlib.Path(results_path).parent
     queue, running, done = list(jobs["snippets"].items()), {}, {}
     _preload(jobs["preload"])
+
+    def stop(signum: int, frame: object) -> None:  # run_fresh is stopping us: the snippets' groups go first
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     sys.stdout.flush()
     sys.stderr.flush()
     while queue or running:
         while queue and len(running) < jobs["workers"]:
             name, source = queue.pop(0)
             out, err = (str(folder / f"{len(done) + len(running)}.{stream}") for stream in ("out", "err"))
+            # a SIGTERM waits until the new snippet is in `running`, where the handler finds it
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             pid = os.fork()
             if pid == 0:
                 _child(source, out, err)
+            _own_group(pid)
             running[pid] = (name, out, err, time.monotonic())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             for pid, (_, _, _, started) in running.items():
                 if time.monotonic() - started > jobs["timeout"]:
-                    os.kill(pid, 9)
+                    with contextlib.suppress(ProcessLookupError):  # the group's last process just ended
+                        os.killpg(pid, signal.SIGKILL)  # the snippet and what it started
             time.sleep(0.02)
             continue
         if pid not in running:  # not one of the snippets (a process a preloaded library started)

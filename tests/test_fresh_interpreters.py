@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import time
 
 import fresh_interpreters
 import pytest
@@ -80,6 +83,67 @@ def test_a_snippet_over_its_time_is_killed(forked: bool):
     else:
         results = fresh_interpreters._run_plain(snippets, workers=2, timeout=2)
     assert results["slow"].returncode == -9 and results["quick"].stdout == "1\n"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, killed and waiting for its reaper, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@needs_fork
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_what_a_snippet_over_its_time_started_is_killed_with_it(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    slow = (
+        "import pathlib, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid))\n"
+        "time.sleep(120)"
+    )
+    results = run_fresh({"slow": slow}, timeout=3, preload=())
+    assert results["slow"].returncode == -9
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously
+    while _running(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(grandchild), "the snippet's own child outlived it"
+
+
+@needs_fork
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_stopping_the_server_stops_its_snippets_and_their_children(tmp_path):
+    """What run_fresh does when its own time is up or the tests are interrupted."""
+    pid_file = tmp_path / "pids"
+    slow = (
+        "import os, pathlib, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
+        "time.sleep(120)"
+    )
+    jobs, results = tmp_path / "jobs.json", tmp_path / "results.json"
+    jobs.write_text(json.dumps({"workers": 1, "timeout": 300, "preload": [], "snippets": {"slow": slow}}))
+    server = fresh_interpreters._start(jobs, results)
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or len(pid_file.read_text().split()) < 2:
+        assert time.monotonic() < deadline and server.poll() is None, server.communicate()
+        time.sleep(0.05)
+    pids = [int(pid) for pid in pid_file.read_text().split()]
+    fresh_interpreters._stop(server)
+    assert server.returncode == 128 + signal.SIGTERM  # its handler ran (not the SIGKILL after it)
+    deadline = time.monotonic() + 10
+    while any(map(_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_running, pids)), "a snippet or its child outlived the server"
+
+
+@pytest.mark.parametrize("workers", [0, -1])
+def test_workers_below_one_are_refused(workers: int):
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        run_fresh({"never": "print(1)"}, workers=workers)
 
 
 @needs_fork
