@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pykeen.stoppers import EarlyStopper, Stopper
 from pykeen.training import LCWATrainingLoop
 from pykeen.training.training_loop import NonFiniteLossError
 from pykeen.triples import CoreTriplesFactory
@@ -303,10 +304,35 @@ class BatchedLCWATrainingLoop(LCWATrainingLoop):
         if freeze:
             gc.freeze()
         try:
-            return super()._train(*args, **kwargs)
+            losses = super()._train(*args, **kwargs)
         finally:
             if freeze:
                 gc.unfreeze()
+        if not kwargs.get("only_size_probing"):
+            self._say_if_not_best(kwargs.get("stopper"))
+        return losses
+
+    def _say_if_not_best(self, stopper: Stopper | None) -> None:
+        """Warn when training ran to its last epoch past the early stopper's best one.
+
+        PyKEEN's :class:`~pykeen.stoppers.EarlyStopper` loads its best weights back only when it stops the
+        training; one that never stops leaves the last epoch's weights in the model (and what the pipeline
+        tests then), and its saved best weights in a file nobody is told about.
+        """
+        if not isinstance(stopper, EarlyStopper) or stopper.stopped or stopper.best_epoch is None:
+            return
+        if stopper.best_epoch >= self._epoch:
+            return
+        logger.warning(
+            "training ran to epoch %d without an early stop: the model holds that epoch's weights, not those of "
+            "the best validation %s (%.4f at epoch %d), which PyKEEN's EarlyStopper loads back only when it stops "
+            "the training. Those are in %s: model.load_state_dict(torch.load(path, weights_only=True)).",
+            self._epoch,
+            stopper.metric,
+            stopper.best_metric,
+            stopper.best_epoch,
+            stopper.best_model_path,
+        )
 
     def _train_epoch(self, *args, **kwargs) -> float:
         """PyKEEN's epoch; the summed device loss read once (``read_loss``), CUDA's cache kept (``epoch_cleanup``)."""

@@ -326,3 +326,50 @@ def test_the_light_cleanup_keeps_someone_elses_frozen_objects_frozen(dataset):
     finally:
         gc.unfreeze()
     assert any(item is marker for item in gc.get_objects())  # (the check above can fail)
+
+
+class _Scripted:
+    """Validation results with a scripted metric: what the early stopper reads, in the order given."""
+
+    def __init__(self, values: list[float]):
+        self.values = values
+
+    def __call__(self, **kwargs):
+        value = self.values.pop(0)
+        return type("Results", (), dict(get_metric=lambda self, name: value, to_flat_dict=lambda self: {}))()
+
+
+@pytest.mark.parametrize(("values", "warned"), [([0.5, 0.9, 0.7], True), ([0.5, 0.7, 0.9], False)])
+def test_a_run_past_the_best_validation_says_where_the_best_weights_are(dataset, tmp_path, caplog, values, warned):
+    """PyKEEN's EarlyStopper loads its best weights back only when it stops the training: else we say so."""
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.stoppers import EarlyStopper
+
+    from pykeen_momok import MoMoK
+
+    model = MoMoK(triples_factory=dataset.training, embedding_dim=16, relation_dim=8, random_seed=1)
+    evaluator = RankBasedEvaluator()
+    evaluator.evaluate = _Scripted(list(values))
+    path = tmp_path / "best.pt"
+    stopper = EarlyStopper(
+        model=model,
+        evaluator=evaluator,
+        training_triples_factory=dataset.training,
+        evaluation_triples_factory=dataset.validation,
+        frequency=1,
+        patience=10,
+        metric="mrr",
+        best_model_path=path,
+    )
+    loop = BatchedLCWATrainingLoop(model=model, triples_factory=dataset.training)
+    with caplog.at_level(logging.WARNING, logger="pykeen_momok.lcwa"):
+        loop.train(triples_factory=dataset.training, num_epochs=3, batch_size=256, stopper=stopper, use_tqdm=False)
+    said = [record.getMessage() for record in caplog.records if "without an early stop" in record.getMessage()]
+    assert not stopper.stopped and bool(said) == warned
+    if warned:
+        assert "best validation mrr (0.9000 at epoch 2)" in said[0] and str(path) in said[0]
+        # the file the warning names holds epoch 2's weights, and loads as the warning says
+        best = torch.load(path, weights_only=True)
+        assert best.keys() == model.state_dict().keys()
+        assert any(not torch.equal(best[key], value) for key, value in model.state_dict().items())
+        model.load_state_dict(best)
